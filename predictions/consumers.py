@@ -1,0 +1,129 @@
+"""The prediction WebSocket: frames in, one reply per frame out, in order."""
+
+import asyncio
+import json
+import time
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from . import metrics, selectors, serving
+from .inference.errors import BUSY, error_reply
+from .services import project_group_name
+
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+class PredictionConsumer(AsyncWebsocketConsumer):
+    """Turns a client's frames into inference-pool jobs and sends their replies in order.
+
+    `receive` never waits for inference: it queues the job and returns, so the number of
+    frames waiting per connection stays bounded (`MAX_PENDING_FRAMES`, `busy` beyond) even
+    though daphne would buffer every incoming frame.
+    """
+
+    project: selectors.ProjectInfo | None = None
+
+    async def connect(self):
+        self.slug = self.scope["url_route"]["kwargs"]["slug"]
+        self.group = project_group_name(self.slug)
+        self.binary_frames = 0
+        self.pending = 0
+        self.replies: asyncio.Queue = asyncio.Queue()
+        self.sender: asyncio.Task | None = None
+
+        # Join the group before reading the active version, so no swap falls in between.
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        project = await database_sync_to_async(selectors.project_get_info)(slug=self.slug)
+        # Accept first: a close code only reaches the client on an accepted socket.
+        await self.accept()
+        if project is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        if not project.token_matches(_query_token(self.scope)):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.project = project
+        metrics.WEBSOCKETS.inc()
+        self.sender = asyncio.create_task(self._send_replies())
+        model = project.model.meta() if project.model else None
+        await self.send(
+            text_data=json.dumps({"type": "ready", "project": self.slug, "model": model})
+        )
+
+    async def disconnect(self, code):
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.sender is not None:
+            self.sender.cancel()
+            metrics.WEBSOCKETS.dec()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.project is None:
+            return
+        received = time.perf_counter()
+        if bytes_data is not None:
+            frame_id = self.binary_frames
+            self.binary_frames += 1
+            job = (serving.answer_binary, bytes_data)
+            kwargs = {"frame_id": frame_id}
+        else:
+            frame_id = None
+            job = (serving.answer_text, text_data)
+            kwargs = {}
+        if self.pending >= settings.MAX_PENDING_FRAMES:
+            if bytes_data is None:
+                frame_id = _text_frame_id(text_data)
+            message = (
+                f"Too many frames waiting ({self.pending}); wait for replies before sending more."
+            )
+            await self._queue_reply(error_reply(frame_id, BUSY, message))
+            metrics.observe_error(BUSY, project=self.slug, transport="websocket")
+            return
+        self.pending += 1
+        future = asyncio.ensure_future(
+            serving.run_in_inference_pool(*job, project=self.project, received=received, **kwargs)
+        )
+        self.replies.put_nowait((future, True))
+
+    async def model_changed(self, event):
+        """A version was activated (in any process): serve it and tell the client."""
+        project = await database_sync_to_async(selectors.project_get_info)(slug=self.slug)
+        if project is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.project = project
+        model = project.model.meta() if project.model else None
+        await self._queue_reply({"type": "model_changed", "model": model})
+
+    async def _queue_reply(self, reply: dict) -> None:
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(reply)
+        self.replies.put_nowait((done, False))
+
+    async def _send_replies(self):
+        """Send replies in the order their frames arrived."""
+        while True:
+            future, counted = await self.replies.get()
+            try:
+                reply = await future
+            finally:
+                if counted:
+                    self.pending -= 1
+            await self.send(text_data=json.dumps(reply))
+
+
+def _query_token(scope) -> str | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+    return values[0] if values else None
+
+
+def _text_frame_id(text: str | None):
+    """The id of a frame answered `busy`, when it is readable JSON."""
+    try:
+        data = json.loads(text or "")
+    except ValueError:
+        return None
+    return data.get("id") if isinstance(data, dict) else None

@@ -1,0 +1,1 @@
+"""Turning client frames into predictions: decoding, preprocessing, runtimes, the model cache."""

@@ -1,0 +1,37 @@
+"""Errors that become the contract's error replies."""
+
+BAD_IMAGE = "bad_image"
+TOO_LARGE = "too_large"
+BAD_REQUEST = "bad_request"
+BAD_SHAPE = "bad_shape"
+MODEL_UNAVAILABLE = "model_unavailable"
+BUSY = "busy"
+
+HTTP_STATUS = {
+    BAD_IMAGE: 400,
+    BAD_REQUEST: 400,
+    BAD_SHAPE: 400,
+    TOO_LARGE: 413,
+    MODEL_UNAVAILABLE: 503,
+    BUSY: 429,
+}
+
+
+class PredictionError(Exception):
+    """A frame that cannot be answered with a prediction; `code` is one of the contract's codes."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ModelUnavailable(PredictionError):
+    """The project has no active version, or its file cannot be fetched or loaded right now."""
+
+    def __init__(self, message: str):
+        super().__init__(MODEL_UNAVAILABLE, message)
+
+
+def error_reply(frame_id, code: str, message: str) -> dict:
+    return {"type": "error", "id": frame_id, "code": code, "message": message}

@@ -1,0 +1,74 @@
+"""Parsing what clients send (binary frames, JSON text frames, HTTP bodies) into `Frame`s."""
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import BAD_IMAGE, BAD_REQUEST, TOO_LARGE, PredictionError
+
+DEFAULT_TOP_K = 5
+
+
+@dataclass
+class Frame:
+    """One thing to predict on: encoded image bytes or a pixel array, and how many labels to return."""
+
+    id: Any
+    image: bytes | None = None
+    pixels: Any = None
+    top_k: int = DEFAULT_TOP_K
+
+
+def load_json_object(text: str | bytes) -> dict:
+    """Parse a text frame; anything but a JSON object is a `bad_request`."""
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise PredictionError(BAD_REQUEST, "The frame is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise PredictionError(BAD_REQUEST, "The frame must be a JSON object.")
+    return data
+
+
+def frame_from_json(data: dict, *, max_image_bytes: int) -> Frame:
+    """Build a frame from `{"id", "image" | "pixels", "top_k"?}`."""
+    frame = Frame(id=data.get("id"), top_k=_top_k(data.get("top_k", DEFAULT_TOP_K)))
+    has_image, has_pixels = "image" in data, "pixels" in data
+    if has_image == has_pixels:
+        raise PredictionError(BAD_REQUEST, 'The frame needs exactly one of "image" or "pixels".')
+    if has_image:
+        frame.image = _decode_base64_image(data["image"], max_bytes=max_image_bytes)
+    else:
+        if not isinstance(data["pixels"], list):
+            raise PredictionError(BAD_REQUEST, '"pixels" must be a nested array of numbers.')
+        frame.pixels = data["pixels"]
+    return frame
+
+
+def _top_k(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PredictionError(BAD_REQUEST, '"top_k" must be a positive integer.')
+    return value
+
+
+def _decode_base64_image(value, *, max_bytes: int) -> bytes:
+    """Accept `data:image/...;base64,...` or bare base64."""
+    if not isinstance(value, str):
+        raise PredictionError(BAD_REQUEST, '"image" must be a string: a data URL or base64.')
+    if value.startswith("data:"):
+        header, _, value = value.partition(",")
+        media_type = header[len("data:") :].split(";")[0]
+        if not header.endswith(";base64") or not media_type.startswith("image/"):
+            raise PredictionError(
+                BAD_IMAGE, 'A data URL must look like "data:image/<type>;base64,<data>".'
+            )
+    value = "".join(value.split())
+    # Four base64 characters carry three bytes: refuse before decoding anything huge.
+    if len(value) // 4 * 3 > max_bytes + 3:
+        raise PredictionError(TOO_LARGE, f"The image is over the limit of {max_bytes} bytes.")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise PredictionError(BAD_IMAGE, 'The "image" field is not valid base64.') from None

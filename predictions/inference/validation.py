@@ -1,0 +1,89 @@
+"""Checking a model file before it may be served."""
+
+import time
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from .runtime import KerasRuntime, ModelFormatError
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+KERAS_ARCHIVE_MEMBERS = {"config.json", "metadata.json"}
+
+
+class ModelValidationError(ValueError):
+    """The file cannot be served; the message says why, in words."""
+
+
+@dataclass(frozen=True)
+class ModelInspection:
+    input_shape: tuple[int, int, int]
+    output_shape: tuple[int, ...]
+    runtime: str
+    message: str
+
+
+def inspect_model_file(path: str, *, labels: list[str]) -> ModelInspection:
+    """Check the archive, load it with Keras in safe mode, run one prediction on a blank input."""
+    _check_keras_archive(path)
+    try:
+        runtime = KerasRuntime(path)
+    except ModelFormatError as exc:
+        raise ModelValidationError(str(exc)) from None
+    except Exception as exc:  # Keras raises many types for a file it cannot load.
+        raise ModelValidationError(
+            f"Keras could not load the model safely: {_one_line(exc)}"
+        ) from None
+
+    blank = np.zeros((1, *runtime.input_shape), dtype=np.float32)
+    started = time.perf_counter()
+    try:
+        output = runtime.predict(blank)
+    except Exception as exc:
+        raise ModelValidationError(f"The model failed on a blank input: {_one_line(exc)}") from None
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if not np.isfinite(output).all():
+        raise ModelValidationError("The model's output on a blank input is not finite.")
+    output_shape = tuple(int(dim) for dim in output.shape[1:])
+    if labels:
+        if len(output_shape) != 1:
+            raise ModelValidationError(
+                f"The model's output has shape {list(output_shape)}; labels need one score per class."
+            )
+        if output_shape[0] != len(labels):
+            raise ModelValidationError(
+                f"The model has {output_shape[0]} outputs but {len(labels)} labels were given."
+            )
+    h, w, c = runtime.input_shape
+    message = (
+        f"Loaded with Keras (safe mode): input {h}x{w}x{c}, output {list(output_shape)}, "
+        f"blank prediction in {elapsed_ms:.1f} ms."
+    )
+    return ModelInspection(runtime.input_shape, output_shape, runtime.name, message)
+
+
+def _check_keras_archive(path: str) -> None:
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head == HDF5_SIGNATURE:
+        raise ModelValidationError(
+            "This is an HDF5 (.h5) file; only Keras 3 `.keras` archives are accepted."
+        )
+    if not zipfile.is_zipfile(path):
+        raise ModelValidationError("The file is not a `.keras` archive (a zip file).")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except zipfile.BadZipFile as exc:
+        raise ModelValidationError(f"The `.keras` archive is damaged: {exc}") from None
+    missing = KERAS_ARCHIVE_MEMBERS - names
+    if missing:
+        raise ModelValidationError(
+            f"The archive is not a `.keras` model: it lacks {', '.join(sorted(missing))}."
+        )
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

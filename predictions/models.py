@@ -1,0 +1,85 @@
+"""Projects and the model versions registered for them."""
+
+import secrets
+
+from django.core.files.storage import storages
+from django.db import models
+
+
+def model_storage():
+    """The storage that holds model files: S3 when configured, a local folder otherwise."""
+    return storages["models"]
+
+
+def new_project_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class Project(models.Model):
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    is_public = models.BooleanField(
+        default=True,
+        help_text="Public projects answer anyone; the others ask for their token.",
+    )
+    token = models.CharField(
+        max_length=64,
+        default=new_project_token,
+        help_text="Clients of a private project send it as ?token= or 'Authorization: Bearer'.",
+    )
+    active_version = models.ForeignKey(
+        "ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The version in service.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name or self.slug
+
+
+class ModelVersion(models.Model):
+    class Source(models.TextChoices):
+        UPLOAD = "upload", "uploaded file"
+        S3_KEY = "s3_key", "existing object in the bucket"
+
+    class Status(models.TextChoices):
+        READY = "ready", "ready"
+        FAILED = "failed", "failed a later validation"
+
+    class Resize(models.TextChoices):
+        STRETCH = "stretch", "resize the whole image to the model's input"
+        FIT_INK = "fit_ink", "crop to the ink, centre it, then resize (drawings)"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    file = models.FileField(storage=model_storage, max_length=500)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.UPLOAD)
+    labels = models.JSONField(default=list, blank=True)
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.BigIntegerField()
+    input_shape = models.JSONField(help_text="[height, width, channels], read from the model.")
+    output_shape = models.JSONField(default=list)
+    resize = models.CharField(max_length=10, choices=Resize.choices, default=Resize.STRETCH)
+    scale_min = models.FloatField(default=0.0, help_text="Value the darkest pixel maps to.")
+    scale_max = models.FloatField(default=1.0, help_text="Value the brightest pixel maps to.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.READY)
+    validation_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="unique_version_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} v{self.number}"

@@ -1,0 +1,96 @@
+"""Model files on local disk: a cache keyed by sha256, filled from the model storage (S3 or a folder).
+
+Every file lands under a temporary name and is renamed into place only after its hash checks
+out, so a reader never sees a partial file at a cache path.
+"""
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+
+from .inference.errors import ModelUnavailable
+from .models import model_storage
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1024 * 1024
+
+
+class ModelFileCache:
+    """Local copies of model files, named `<sha256>.keras`."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def fetch(self, *, name: str, sha256: str) -> Path:
+        """The local path of a stored file, downloading it once; the hash must match."""
+        target = self._path(sha256)
+        if target.exists():
+            return target
+        with self._lock(sha256):
+            if target.exists():
+                return target
+            try:
+                with model_storage().open(name, "rb") as remote:
+                    path, actual, _ = self.add(remote)
+            except ModelUnavailable:
+                raise
+            except Exception as exc:  # boto3, the filesystem: any failure to read the file.
+                logger.warning("could not fetch model file %s: %s", name, exc)
+                raise ModelUnavailable(
+                    f"The model file cannot be fetched from the model storage right now ({exc})."
+                ) from None
+            if actual != sha256:
+                path.unlink(missing_ok=True)
+                raise ModelUnavailable(
+                    f"The stored model file {name} does not match its registered sha256."
+                )
+            return path
+
+    def add(self, stream: BinaryIO) -> tuple[Path, str, int]:
+        """Copy a file object into the cache; returns (path, sha256, size)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        handle, temp_name = tempfile.mkstemp(dir=self.directory, suffix=".part")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                while chunk := stream.read(CHUNK_BYTES):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+            sha256 = digest.hexdigest()
+            target = self._path(sha256)
+            os.replace(temp_name, target)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        return target, sha256, size
+
+    def _path(self, sha256: str) -> Path:
+        return self.directory / f"{sha256}.keras"
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
+_file_cache: ModelFileCache | None = None
+_file_cache_guard = threading.Lock()
+
+
+def file_cache() -> ModelFileCache:
+    """The process's model file cache, in `settings.MODEL_CACHE_DIR`."""
+    global _file_cache
+    with _file_cache_guard:
+        if _file_cache is None or _file_cache.directory != Path(settings.MODEL_CACHE_DIR):
+            _file_cache = ModelFileCache(settings.MODEL_CACHE_DIR)
+        return _file_cache
