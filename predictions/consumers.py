@@ -49,6 +49,7 @@ class PredictionConsumer(AsyncWebsocketConsumer):
         self.project = project
         metrics.WEBSOCKETS.inc()
         self.sender = asyncio.create_task(self._send_replies())
+        self._preload()
         model = project.model.meta() if project.model else None
         await self.send(
             text_data=json.dumps({"type": "ready", "project": self.slug, "model": model})
@@ -95,8 +96,15 @@ class PredictionConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.project = project
+        self._preload()
         model = project.model.meta() if project.model else None
         await self._queue_reply({"type": "model_changed", "model": model})
+
+    def _preload(self) -> None:
+        """Start loading the model in the pool so the first frame does not wait for it."""
+        self.preloading = asyncio.ensure_future(
+            serving.run_in_inference_pool(serving.preload, self.project.model)
+        )
 
     async def _queue_reply(self, reply: dict) -> None:
         done = asyncio.get_running_loop().create_future()

@@ -26,6 +26,7 @@ from .inference.errors import (
 from .inference.frames import Frame, frame_from_json, load_json_object
 from .inference.pipeline import Limits, predict_frame
 from .inference.runtime import KerasRuntime
+from .inference.spec import ModelSpec
 from .selectors import ProjectInfo
 from .storage import file_cache
 
@@ -69,6 +70,16 @@ async def run_in_inference_pool(func, /, *args, **kwargs):
     return await loop.run_in_executor(
         inference_executor(), functools.partial(func, *args, **kwargs)
     )
+
+
+def preload(spec: ModelSpec | None) -> None:
+    """Fetch and load a version ahead of its first frame; failures show up on that frame."""
+    if spec is None:
+        return
+    try:
+        model_cache().get(spec)
+    except ModelUnavailable:
+        pass
 
 
 def limits() -> Limits:

