@@ -30,6 +30,8 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
         ) from None
     except Image.DecompressionBombError as exc:
         raise PredictionError(TOO_LARGE, f"The image has too many pixels: {exc}") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # A damaged or truncated header.
+        raise PredictionError(BAD_IMAGE, f"The image could not be decoded: {exc}") from None
     width, height = image.size
     if width * height > max_pixels:
         raise PredictionError(
