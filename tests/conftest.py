@@ -86,5 +86,8 @@ def s3_storage(settings, s3_server):
     settings.AWS_ACCESS_KEY_ID = "test"
     settings.AWS_SECRET_ACCESS_KEY = "test"
     settings.AWS_S3_REGION_NAME = "us-east-1"
-    settings.STORAGES = {**settings.STORAGES, "models": {"BACKEND": "storages.backends.s3.S3Storage"}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "models": {"BACKEND": "storages.backends.s3.S3Storage"},
+    }
     return support.S3Bucket(client=s3_server.client(), name=bucket)

@@ -161,7 +161,7 @@ class SeaweedS3:
             f"-master.port={base}", f"-volume.port={base + 1}", f"-filer.port={base + 2}",
             "-s3", f"-s3.port={base + 3}", "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]  # fmt: skip
-        self.log = open(self.folder / "weed.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.log = open(self.folder / "weed.log", "wb")  # closed in stop()
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
         self.endpoint = f"http://127.0.0.1:{base + 3}"
         self.probe_bucket = f"probe-{uuid.uuid4().hex[:8]}"
@@ -237,7 +237,7 @@ class DaphneServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.log = open(self.log_path, "wb")  # closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
              "modelserver.asgi:application"],

@@ -1,10 +1,10 @@
 """The demo's digits model recognises digits drawn on a large canvas, as a person draws them.
 
 Each digit is drawn as thick pen strokes on a 280x280 canvas, sent through the same decode and
-`fit_ink` preprocessing as a client's image, and fed to the trained demo model.
+`fit_ink` preprocessing as a client's image, and fed to the trained demo model. Nothing here is
+random: the drawings are fixed and the model's training is seeded.
 """
 
-import io
 import math
 
 import numpy as np
@@ -15,6 +15,7 @@ from predictions.inference.images import decode_image
 from predictions.inference.preprocess import image_to_input
 from predictions.inference.runtime import KerasRuntime
 from predictions.inference.spec import ModelSpec
+from tests.support import encode
 
 CANVAS = 280
 MIN_CORRECT = 8
@@ -49,23 +50,26 @@ def _arc(cx, cy, rx, ry, start, end, steps=24):
 STROKES = {
     0: [_arc(0.5, 0.5, 0.42, 0.5, -90, 270, steps=48)],
     1: [[(0.2, 0.22), (0.55, 0.0), (0.55, 1.0)]],
-    2: [_arc(0.5, 0.27, 0.4, 0.27, 190, 380) + [(0.08, 1.0), (0.95, 1.0)]],
+    2: [[*_arc(0.5, 0.27, 0.4, 0.27, 190, 380), (0.08, 1.0), (0.95, 1.0)]],
     3: [_arc(0.48, 0.25, 0.4, 0.25, 200, 450) + _arc(0.48, 0.74, 0.44, 0.26, -90, 160)],
     4: [[(0.68, 1.0), (0.68, 0.0), (0.05, 0.66), (0.95, 0.66)]],
-    5: [[(0.88, 0.0), (0.2, 0.0), (0.14, 0.45)] + _arc(0.5, 0.7, 0.4, 0.3, -140, 150)],
-    6: [[(0.8, 0.02), (0.45, 0.25)] + _arc(0.5, 0.7, 0.4, 0.3, 200, 560, steps=40)],
+    5: [[(0.88, 0.0), (0.2, 0.0), (0.14, 0.45), *_arc(0.5, 0.7, 0.4, 0.3, -140, 150)]],
+    6: [[(0.8, 0.02), (0.45, 0.25), *_arc(0.5, 0.7, 0.4, 0.3, 200, 560, steps=40)]],
     7: [[(0.05, 0.0), (0.95, 0.0), (0.35, 1.0)]],
     8: [
         _arc(0.5, 0.24, 0.34, 0.24, 90, 450, steps=36),
         _arc(0.5, 0.74, 0.42, 0.26, -90, 270, steps=36),
     ],
-    9: [_arc(0.5, 0.3, 0.4, 0.3, 0, 360, steps=36) + [(0.9, 0.3), (0.85, 1.0)]],
+    9: [[*_arc(0.5, 0.3, 0.4, 0.3, 0, 360, steps=36), (0.9, 0.3), (0.85, 1.0)]],
 }
 
 
 def draw_digit(digit, *, ink, paper, box_height=0.65, centre=(0.5, 0.5), width=20):
-    """Draw `digit` on a CANVAS x CANVAS image; the glyph box is `box_height` of the canvas
-    high and 0.7 of that wide, centred at `centre` (fractions of the canvas)."""
+    """Draw `digit` with a round pen `width` pixels wide on a CANVAS x CANVAS image.
+
+    The glyph box is `box_height` of the canvas high and 0.7 of that wide, centred at `centre`
+    (fractions of the canvas), as a person fills most of a drawing box.
+    """
     image = Image.new("L", (CANVAS, CANVAS), paper)
     draw = ImageDraw.Draw(image)
     height = box_height * CANVAS
@@ -83,9 +87,8 @@ def draw_digit(digit, *, ink, paper, box_height=0.65, centre=(0.5, 0.5), width=2
 
 
 def as_model_input(image):
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    decoded = decode_image(buffer.getvalue(), max_bytes=10**7, max_pixels=10**8)
+    """What the server feeds the model for this image sent as PNG."""
+    decoded = decode_image(encode(image, "PNG"), max_bytes=10**7, max_pixels=10**8)
     return image_to_input(decoded, SPEC)
 
 

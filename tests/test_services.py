@@ -55,7 +55,7 @@ def test_register_by_existing_s3_key(project, trained, s3_storage):
 
 
 def test_missing_s3_key_is_refused_in_words(project, s3_storage):
-    with pytest.raises(services.ModelValidationError, match="No object named 'nope.keras'"):
+    with pytest.raises(services.ModelValidationError, match=r"No object named 'nope\.keras'"):
         services.version_register(project=project, s3_key="nope.keras", labels=[])
     assert not project.versions.exists()
 
@@ -92,7 +92,7 @@ def test_bad_models_are_refused_and_the_active_one_stays(project, trained, model
 def test_truncated_archive_is_refused(project, trained, tmp_path):
     truncated = tmp_path / "truncated.keras"
     truncated.write_bytes(trained.colors.read_bytes()[:2000])
-    with pytest.raises(services.ModelValidationError, match="not a `.keras` archive|damaged"):
+    with pytest.raises(services.ModelValidationError, match=r"not a `\.keras` archive|damaged"):
         register(project, truncated)
 
 

@@ -1,0 +1,207 @@
+"""The prediction WebSocket, in process through channels' WebsocketCommunicator."""
+
+import base64
+import json
+
+import numpy as np
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from PIL import Image
+
+from modelserver.asgi import application
+from predictions import services
+from predictions.models import Project
+from tests.support import COLOR_LABELS, COLORS, encode, solid_image
+
+pytestmark = pytest.mark.django_db(transaction=True)
+TIMEOUT = 30
+
+
+def register(slug, path, *, labels=COLOR_LABELS, is_public=True):
+    project, _ = Project.objects.get_or_create(
+        slug=slug, defaults={"name": slug, "is_public": is_public}
+    )
+    with open(path, "rb") as upload:
+        services.version_register(project=project, upload=upload, labels=labels, activate=True)
+    return project
+
+
+@pytest.fixture
+def colors(trained):
+    return register("colors", trained.colors)
+
+
+async def connect(path, **kwargs):
+    communicator = WebsocketCommunicator(application, path, **kwargs)
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    assert connected
+    return communicator
+
+
+async def receive(communicator):
+    return json.loads(await communicator.receive_from(timeout=TIMEOUT))
+
+
+@pytest.fixture
+async def socket(colors):
+    communicator = await connect("/ws/projects/colors/")
+    ready = await receive(communicator)
+    assert ready["type"] == "ready"
+    yield communicator
+    await communicator.disconnect()
+
+
+async def test_ready_describes_the_active_model(colors):
+    communicator = await connect("/ws/projects/colors/")
+    try:
+        ready = await receive(communicator)
+    finally:
+        await communicator.disconnect()
+    assert ready == {
+        "type": "ready",
+        "project": "colors",
+        "model": {"version": 1, "input_shape": [16, 16, 3], "labels": COLOR_LABELS},
+    }
+
+
+async def test_binary_frames_are_numbered_and_labelled(socket):
+    await socket.send_to(bytes_data=encode(solid_image("red"), "PNG"))
+    await socket.send_to(bytes_data=encode(solid_image("green", (640, 480)), "JPEG"))
+    first, second = await receive(socket), await receive(socket)
+
+    assert (first["type"], first["id"], first["labels"][0]["label"]) == ("prediction", 0, "red")
+    assert (second["id"], second["labels"][0]["label"]) == (1, "green")
+    assert first["model_version"] == 1
+    scores = [entry["score"] for entry in first["labels"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 3
+    assert set(first["timings_ms"]) == {"decode", "preprocess", "inference", "total"}
+
+
+async def test_json_frames_with_data_url_bare_base64_and_pixels(socket):
+    png = encode(solid_image("blue"), "PNG")
+    data_url = "data:image/png;base64," + base64.b64encode(png).decode()
+    pixels = np.tile(np.array(COLORS["red"]) / 255, (16, 16, 1)).tolist()
+
+    await socket.send_json_to({"id": "a", "image": data_url})
+    await socket.send_json_to({"id": {"n": 2}, "image": base64.b64encode(png).decode(), "top_k": 1})
+    await socket.send_json_to({"id": 3, "pixels": pixels})
+    a, b, c = [await receive(socket) for _ in range(3)]
+
+    assert (a["id"], a["labels"][0]["label"]) == ("a", "blue")
+    assert b["id"] == {"n": 2} and [entry["label"] for entry in b["labels"]] == ["blue"]
+    assert (c["id"], c["labels"][0]["label"]) == (3, "red")
+
+
+async def test_a_version_without_labels_answers_raw_outputs(trained):
+    await database_sync_to_async(register)("raw", trained.colors, labels=[])
+    communicator = await connect("/ws/projects/raw/")
+    try:
+        ready = await receive(communicator)
+        await communicator.send_to(bytes_data=encode(solid_image("red"), "PNG"))
+        reply = await receive(communicator)
+    finally:
+        await communicator.disconnect()
+    assert ready["model"]["labels"] == []
+    assert "labels" not in reply
+    assert len(reply["outputs"]) == 3
+    assert np.argmax(reply["outputs"]) == 0 and sum(reply["outputs"]) == pytest.approx(1, abs=1e-3)
+
+
+async def test_every_error_code_leaves_the_connection_usable(socket, settings):
+    settings.MAX_IMAGE_PIXELS = 1_000_000
+    good = encode(solid_image("green"), "PNG")
+    cases = [
+        ({"bytes_data": b"not an image"}, "bad_image"),
+        ({"bytes_data": encode(solid_image("red", (2000, 1000)), "PNG")}, "too_large"),
+        ({"text_data": "{not json"}, "bad_request"),
+        ({"text_data": json.dumps({"id": 7, "pixels": [[1, 2], [3, 4]]})}, "bad_shape"),
+    ]
+    for frame, code in cases:
+        await socket.send_to(**frame)
+        error = await receive(socket)
+        assert (error["type"], error["code"]) == ("error", code)
+        assert len(error["message"].split()) >= 3
+        await socket.send_to(bytes_data=good)
+        assert (await receive(socket))["labels"][0]["label"] == "green"
+
+
+async def test_no_active_model_is_model_unavailable(db):
+    await database_sync_to_async(Project.objects.create)(slug="empty", name="Empty")
+    communicator = await connect("/ws/projects/empty/")
+    try:
+        ready = await receive(communicator)
+        await communicator.send_json_to({"id": 1, "pixels": [[[0]]]})
+        error = await receive(communicator)
+    finally:
+        await communicator.disconnect()
+    assert ready["model"] is None
+    assert (error["id"], error["code"]) == (1, "model_unavailable")
+
+
+async def test_a_flood_gets_busy_replies_in_order(socket, settings):
+    settings.MAX_PENDING_FRAMES = 4
+    # Noise does not compress: each frame costs real decoding and resizing time.
+    noise = np.random.default_rng(0).integers(0, 256, (900, 1200, 3), dtype=np.uint8)
+    big = encode(Image.fromarray(noise), "PNG")
+    for _ in range(30):
+        await socket.send_to(bytes_data=big)
+    replies = [await receive(socket) for _ in range(30)]
+
+    assert [reply["id"] for reply in replies] == list(range(30))
+    assert all(reply["type"] == "prediction" for reply in replies[:4])
+    busy = [reply for reply in replies if reply["type"] == "error"]
+    assert busy and {reply["code"] for reply in busy} == {"busy"}
+
+
+async def test_unknown_project_is_closed_with_4404(db):
+    communicator = WebsocketCommunicator(application, "/ws/projects/nope/")
+    # Accepted first, so that the close code reaches the client.
+    assert await communicator.connect(timeout=TIMEOUT) == (True, None)
+    closed = await communicator.receive_output(timeout=TIMEOUT)
+    assert closed == {"type": "websocket.close", "code": 4404}
+
+
+async def test_private_project_needs_its_token(trained):
+    project = await database_sync_to_async(register)("secret", trained.colors, is_public=False)
+
+    refused = WebsocketCommunicator(application, "/ws/projects/secret/?token=wrong")
+    await refused.connect(timeout=TIMEOUT)
+    assert await refused.receive_output(timeout=TIMEOUT) == {
+        "type": "websocket.close",
+        "code": 4403,
+    }
+
+    allowed = await connect(f"/ws/projects/secret/?token={project.token}")
+    try:
+        assert (await receive(allowed))["type"] == "ready"
+    finally:
+        await allowed.disconnect()
+
+
+async def test_foreign_browser_origin_is_refused(colors):
+    foreign = WebsocketCommunicator(
+        application, "/ws/projects/colors/", headers=[(b"origin", b"https://evil.example")]
+    )
+    connected, _ = await foreign.connect(timeout=TIMEOUT)
+    assert not connected
+    own = await connect("/ws/projects/colors/", headers=[(b"origin", b"http://localhost:8000")])
+    try:
+        assert (await receive(own))["type"] == "ready"
+    finally:
+        await own.disconnect()
+
+
+async def test_activation_swaps_the_model_on_open_connections(socket, trained):
+    await socket.send_to(bytes_data=encode(solid_image("red"), "PNG"))
+    assert (await receive(socket))["model_version"] == 1
+
+    await database_sync_to_async(register)("colors", trained.colors, labels=["R", "G", "B"])
+    changed = await receive(socket)
+    assert changed == {
+        "type": "model_changed",
+        "model": {"version": 2, "input_shape": [16, 16, 3], "labels": ["R", "G", "B"]},
+    }
+    await socket.send_to(bytes_data=encode(solid_image("red"), "PNG"))
+    reply = await receive(socket)
+    assert (reply["model_version"], reply["labels"][0]["label"]) == (2, "R")
