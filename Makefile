@@ -1,0 +1,31 @@
+# The two commands: `make run` serves the demo on http://127.0.0.1:8000, `make test` runs everything.
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export DJANGO_DEBUG ?= true
+
+.PHONY: run test lint
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+
+$(VENV)/.runtime-installed: requirements.txt | $(PYTHON)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.test-installed: requirements.txt requirements-test.txt | $(PYTHON)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	touch $@ $(VENV)/.runtime-installed
+
+run: $(VENV)/.runtime-installed
+	$(PYTHON) manage.py migrate --noinput
+	$(PYTHON) manage.py bootstrap_demo
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) modelserver.asgi:application
+
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(VENV)/bin/pytest
