@@ -81,7 +81,7 @@ def s3_server(tmp_path_factory):
 def s3_storage(settings, s3_server):
     """Point the model storage at a fresh bucket on the S3 server."""
     bucket = s3_server.create_bucket()
-    settings.AWS_STORAGE_BUCKET_NAME = bucket
+    settings.AWS_STORAGE_BUCKET_NAME = bucket.name
     settings.AWS_S3_ENDPOINT_URL = s3_server.endpoint
     settings.AWS_ACCESS_KEY_ID = "test"
     settings.AWS_SECRET_ACCESS_KEY = "test"
@@ -90,4 +90,4 @@ def s3_storage(settings, s3_server):
         **settings.STORAGES,
         "models": {"BACKEND": "storages.backends.s3.S3Storage"},
     }
-    return support.S3Bucket(client=s3_server.client(), name=bucket)
+    return bucket

@@ -138,6 +138,7 @@ def wait_for(check, *, timeout: float, what: str, process: subprocess.Popen | No
 class S3Bucket:
     client: object  # a boto3 S3 client
     name: str
+    endpoint: str
 
     def put(self, key: str, path: Path) -> None:
         self.client.upload_file(str(path), self.name, key)
@@ -193,10 +194,11 @@ class SeaweedS3:
             config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
         )
 
-    def create_bucket(self) -> str:
+    def create_bucket(self) -> S3Bucket:
         name = f"models-{uuid.uuid4().hex[:10]}"
-        self.client().create_bucket(Bucket=name)
-        return name
+        client = self.client()
+        client.create_bucket(Bucket=name)
+        return S3Bucket(client=client, name=name, endpoint=self.endpoint)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -207,6 +209,63 @@ class SeaweedS3:
                 self.process.kill()
                 self.process.wait()
             self.log.close()
+
+
+# --- Processes outside the test: their own database, storage and settings -------------------
+
+
+class OutsideDatabase:
+    """A database for server and command processes: a new PostgreSQL database when
+    DATABASE_URL names a PostgreSQL server (dropped afterwards), else an SQLite file."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.admin_url = os.environ.get("DATABASE_URL", "")
+        self.name = f"modelserver_{uuid.uuid4().hex[:10]}"
+        self.url = ""
+
+    def __enter__(self) -> str:
+        if self.admin_url.startswith("postgres"):
+            self._execute(f'CREATE DATABASE "{self.name}"')
+            self.url = self.admin_url.rsplit("/", 1)[0] + f"/{self.name}"
+        else:
+            self.url = f"sqlite:///{self.folder / 'outside.sqlite3'}"
+        return self.url
+
+    def __exit__(self, *exc_info) -> None:
+        if self.admin_url.startswith("postgres"):
+            self._execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    def _execute(self, statement: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as connection:
+            connection.execute(statement)
+
+
+def outside_env(*, database_url: str, folder: Path, s3=None, **extra) -> dict:
+    """The environment of a server or command process (S3 storage when `s3` is an S3Bucket)."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AWS_", "DJANGO_", "MODEL_"))
+    }
+    env.update(
+        DATABASE_URL=database_url,
+        MODEL_CACHE_DIR=str(folder / "model-cache"),
+        MODEL_STORAGE_DIR=str(folder / "model-storage"),
+        PYTHONUNBUFFERED="1",
+    )
+    if s3 is not None:
+        env.update(
+            AWS_STORAGE_BUCKET_NAME=s3.name,
+            AWS_S3_ENDPOINT_URL=s3.endpoint,
+            AWS_ACCESS_KEY_ID="test",
+            AWS_SECRET_ACCESS_KEY="test",
+            AWS_S3_REGION_NAME="us-east-1",
+        )
+    env.update({key: str(value) for key, value in extra.items()})
+    return env
 
 
 # --- A real daphne process --------------------------------------------------------------------
