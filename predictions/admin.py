@@ -86,11 +86,13 @@ class VersionInline(VersionColumns, admin.TabularInline):
 class ProjectAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "is_public", "active_version", "demo_link"]
     prepopulated_fields = {"slug": ["name"]}
-    readonly_fields = ["active_version", "created_at", "updated_at"]
+    readonly_fields = ["active_version", "demo_link", "created_at", "updated_at"]
     inlines = [VersionInline]
 
     @admin.display(description="demo")
     def demo_link(self, project):
+        if not project.pk:
+            return "-"
         url = reverse("project-demo", args=[project.slug])
         if not project.is_public:
             url += f"?token={project.token}"
@@ -168,6 +170,12 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:  # A new version was saved by `save_form` through the service.
             super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        # A new version never went through `form.save()`, so the form has no `save_m2m`;
+        # a version has no many-to-many fields or inlines to save anyway.
+        if change:
+            super().save_related(request, form, formsets, change)
 
     @admin.action(description="Activate the selected version")
     def activate_version(self, request, queryset):

@@ -23,15 +23,26 @@ MIN_INK_COVERAGE = 0.3
 MAX_THICKENING = 4
 
 
+# scikit-image's anti-aliasing filter widens with the scale factor and holds the GIL, so big
+# images are first box-averaged by Pillow: to at least this many times the input size for
+# `stretch`, and to at most this many pixels on the longer side for `fit_ink` (drawings).
+STRETCH_REDUCE_TO = 2
+FIT_INK_MAX_SIDE = 512
+
+
 def image_to_input(image: Image.Image, spec: ModelSpec) -> np.ndarray:
     """Convert to the model's channels, resize to its input size, scale to its declared range."""
     height, width, channels = spec.input_shape
-    pixels = _to_array(image, channels)
     if spec.resize == FIT_INK:
-        resized = _fit_ink(pixels, height, width)
+        factor = max(image.size) // FIT_INK_MAX_SIDE
+        resize = _fit_ink
     else:
-        resized = _resize(pixels, height, width)
-    return _scale(resized, spec.scale_min, spec.scale_max)
+        factor = min(
+            image.width // (width * STRETCH_REDUCE_TO), image.height // (height * STRETCH_REDUCE_TO)
+        )
+        resize = _resize
+    pixels = _to_array(image, channels, reduce_by=factor)
+    return _scale(resize(pixels, height, width), spec.scale_min, spec.scale_max)
 
 
 def pixels_to_input(pixels, spec: ModelSpec) -> np.ndarray:
@@ -61,8 +72,9 @@ def pixels_to_input(pixels, spec: ModelSpec) -> np.ndarray:
     return array
 
 
-def _to_array(image: Image.Image, channels: int) -> np.ndarray:
-    """H x W x C float32 in 0..1; transparent areas become white, as on a page."""
+def _to_array(image: Image.Image, channels: int, *, reduce_by: int = 1) -> np.ndarray:
+    """H x W x C float32 in 0..1, box-averaged `reduce_by` times smaller when that is 2 or more;
+    transparent areas become white, as on a page."""
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -72,6 +84,8 @@ def _to_array(image: Image.Image, channels: int) -> np.ndarray:
         array = np.asarray(image, dtype=np.float32)[..., np.newaxis] / 65535.0
         return np.repeat(array, channels, axis=2) if channels > 1 else array
     image = image.convert("L" if channels == 1 else "RGB")
+    if reduce_by >= 2:
+        image = image.reduce(reduce_by)
     array = np.asarray(image, dtype=np.float32) / 255.0
     if array.ndim == 2:
         array = array[..., np.newaxis]

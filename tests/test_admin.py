@@ -1,0 +1,342 @@
+"""The Django admin as an operator uses it: adding versions, the actions, the project pages."""
+
+import html
+
+import pytest
+
+from predictions import services
+from predictions.models import ModelVersion, Project, model_storage
+from predictions.storage import file_cache
+from tests.support import COLOR_LABELS
+
+pytestmark = pytest.mark.django_db
+
+VERSION_ADD = "/admin/predictions/modelversion/add/"
+VERSION_LIST = "/admin/predictions/modelversion/"
+PROJECT_LIST = "/admin/predictions/project/"
+NOT_VALIDATED = "The model did not validate"
+ONE_OF_TWO = "Upload a model file or give an S3 key (one of the two)."
+
+
+@pytest.fixture
+def project():
+    return Project.objects.create(slug="colors", name="Colours")
+
+
+def register(project, path, *, activate=True):
+    with open(path, "rb") as upload:
+        return services.version_register(
+            project=project, upload=upload, labels=COLOR_LABELS, activate=activate
+        )
+
+
+def add_version(client, project, *, upload=None, s3_key="", labels="red\ngreen\nblue", **extra):
+    """POST the add form the way the browser does (multipart; an unticked box is absent)."""
+    data = {
+        "project": project.pk,
+        "s3_key": s3_key,
+        "labels_text": labels,
+        "resize": ModelVersion.Resize.STRETCH,
+        "scale_min": "0",
+        "scale_max": "1",
+        "activate": "on",
+        **extra,
+    }
+    if upload is None:
+        return client.post(VERSION_ADD, data)
+    with open(upload, "rb") as handle:
+        return client.post(VERSION_ADD, {**data, "upload": handle})
+
+
+def form_errors(response) -> list[str]:
+    """The add form's non-field errors, as the page shows them."""
+    assert response.status_code == 200, "expected the form to be shown again"
+    errors = list(response.context["adminform"].form.non_field_errors())
+    for error in errors:
+        assert html.escape(error) in response.content.decode()
+    return errors
+
+
+def select_action(client, action, *versions, follow=True):
+    return client.post(
+        VERSION_LIST,
+        {"action": action, "_selected_action": [v.pk for v in versions], "index": 0},
+        follow=follow,
+    )
+
+
+# --- Adding a version ------------------------------------------------------------------------
+
+
+def test_add_form_shows_the_registration_fields(admin_client):
+    response = admin_client.get(VERSION_ADD)
+
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    for field in ("project", "upload", "s3_key", "labels_text", "resize", "scale_min"):
+        assert field in form.fields
+        assert f'name="{field}"' in response.content.decode()
+    for field in ("scale_max", "activate"):
+        assert f'name="{field}"' in response.content.decode()
+    assert 'enctype="multipart/form-data"' in response.content.decode()
+    # The computed metadata is not typed in by hand.
+    assert "sha256" not in form.fields
+    assert "input_shape" not in form.fields
+
+
+def test_add_by_upload_validates_stores_and_activates(admin_client, project, trained):
+    response = add_version(admin_client, project, upload=trained.colors)
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    version = ModelVersion.objects.get()
+    assert version.project == project
+    assert version.number == 1
+    assert version.labels == COLOR_LABELS
+    assert version.input_shape == [16, 16, 3]
+    assert version.output_shape == [3]
+    assert version.status == ModelVersion.Status.READY
+    assert version.source == ModelVersion.Source.UPLOAD
+    assert version.size_bytes == trained.colors.stat().st_size
+    assert model_storage().exists(version.file.name)
+    project.refresh_from_db()
+    assert project.active_version == version
+
+    page = admin_client.get(f"/admin/predictions/modelversion/{version.pk}/change/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Loaded with Keras (safe mode): input 16x16x3" in text
+    assert version.validation_message in text
+    assert len(version.sha256) == 64
+    assert version.sha256 in text
+
+
+def test_add_without_activate_leaves_the_active_version(admin_client, project, trained):
+    first = register(project, trained.colors)
+
+    response = add_version(admin_client, project, upload=trained.colors, activate="")
+
+    assert response.status_code == 302
+    second = project.versions.get(number=2)
+    assert second.status == ModelVersion.Status.READY
+    project.refresh_from_db()
+    assert project.active_version == first
+
+
+def test_add_by_s3_key(admin_client, project, trained, s3_storage):
+    s3_storage.put("trained-elsewhere/colors.keras", trained.colors)
+
+    response = add_version(admin_client, project, s3_key="trained-elsewhere/colors.keras")
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    version = ModelVersion.objects.get()
+    assert version.file.name == "trained-elsewhere/colors.keras"
+    assert version.source == ModelVersion.Source.S3_KEY
+    assert version.input_shape == [16, 16, 3]
+    assert version.labels == COLOR_LABELS
+    project.refresh_from_db()
+    assert project.active_version == version
+    # Nothing was copied: the bucket holds only the key that was named.
+    keys = [
+        item["Key"]
+        for item in s3_storage.client.list_objects_v2(Bucket=s3_storage.name).get("Contents", [])
+    ]
+    assert keys == ["trained-elsewhere/colors.keras"]
+
+
+# --- Validation failures are form errors -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "labels", "reason"),
+    [
+        ("lambda_model", "", "Keras could not load the model safely"),
+        ("h5", "", "This is an HDF5 (.h5) file"),
+        ("not_a_model", "", "lacks config.json"),
+        ("two_inputs", "", "takes 2 inputs"),
+        ("colors", "red\ngreen", "The model has 3 outputs but 2 labels were given."),
+    ],
+)
+def test_a_bad_model_is_a_form_error_and_changes_nothing(
+    admin_client, project, trained, model, labels, reason
+):
+    good = register(project, trained.colors)
+
+    response = add_version(admin_client, project, upload=getattr(trained, model), labels=labels)
+
+    [error] = form_errors(response)
+    assert error.startswith(NOT_VALIDATED)
+    assert reason in error
+    assert list(project.versions.all()) == [good]
+    project.refresh_from_db()
+    assert project.active_version == good
+
+
+def test_neither_upload_nor_key_is_a_form_error(admin_client, project):
+    response = add_version(admin_client, project)
+
+    assert form_errors(response) == [ONE_OF_TWO]
+    assert not ModelVersion.objects.exists()
+
+
+def test_both_upload_and_key_is_a_form_error(admin_client, project, trained):
+    response = add_version(admin_client, project, upload=trained.colors, s3_key="colors.keras")
+
+    assert form_errors(response) == [ONE_OF_TWO]
+    assert not ModelVersion.objects.exists()
+
+
+def test_a_missing_s3_key_is_named_in_the_error(admin_client, project, s3_storage):
+    response = add_version(admin_client, project, s3_key="nowhere/nope.keras")
+
+    [error] = form_errors(response)
+    assert error.startswith(NOT_VALIDATED)
+    assert "No object named 'nowhere/nope.keras'" in error
+    assert not ModelVersion.objects.exists()
+
+
+def test_a_missing_project_is_a_field_error(admin_client, trained):
+    with open(trained.colors, "rb") as handle:
+        response = admin_client.post(
+            VERSION_ADD,
+            {"upload": handle, "resize": "stretch", "scale_min": "0", "scale_max": "1"},
+        )
+
+    assert response.status_code == 200
+    assert "project" in response.context["adminform"].form.errors
+    assert not ModelVersion.objects.exists()
+
+
+# --- Actions on the version list ---------------------------------------------------------------
+
+
+def test_changelist_lists_versions_and_marks_the_active_one(admin_client, project, trained):
+    version = register(project, trained.colors)
+
+    response = admin_client.get(VERSION_LIST)
+
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "colors v1" in text
+    assert version.sha256[:12] in text
+    assert 'value="activate_version"' in text
+    assert 'value="revalidate_versions"' in text
+
+
+def test_activate_action_puts_the_version_in_service(admin_client, project, trained):
+    first = register(project, trained.colors)
+    second = register(project, trained.colors, activate=False)
+    project.refresh_from_db()
+    assert project.active_version == first
+
+    response = select_action(admin_client, "activate_version", second)
+
+    assert response.status_code == 200
+    # The admin shows messages with a capital first letter.
+    assert "Colors v2 is now in service." in response.content.decode()
+    project.refresh_from_db()
+    assert project.active_version == second
+
+
+def test_activate_action_refuses_two_versions(admin_client, project, trained):
+    first = register(project, trained.colors)
+    second = register(project, trained.colors, activate=False)
+
+    response = select_action(admin_client, "activate_version", first, second)
+
+    assert response.status_code == 200
+    assert "Select exactly one version to activate." in response.content.decode()
+    project.refresh_from_db()
+    assert project.active_version == first
+
+
+def test_activate_action_refuses_a_failed_version(admin_client, project, trained):
+    first = register(project, trained.colors)
+    second = register(project, trained.colors, activate=False)
+    ModelVersion.objects.filter(pk=second.pk).update(
+        status=ModelVersion.Status.FAILED, validation_message="broken on purpose"
+    )
+
+    response = select_action(admin_client, "activate_version", second)
+
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "failed validation and cannot be activated: broken on purpose" in text
+    project.refresh_from_db()
+    assert project.active_version == first
+
+
+def test_revalidate_action_keeps_a_good_version_ready(admin_client, project, trained):
+    version = register(project, trained.colors)
+    # A stale record: the action must check the file again and write the result.
+    ModelVersion.objects.filter(pk=version.pk).update(
+        status=ModelVersion.Status.FAILED, validation_message="stale"
+    )
+
+    response = select_action(admin_client, "revalidate_versions", version)
+
+    assert response.status_code == 200
+    version.refresh_from_db()
+    assert version.status == ModelVersion.Status.READY
+    assert version.validation_message.startswith("Loaded with Keras (safe mode)")
+    assert f"Colors v1: {version.validation_message}" in response.content.decode()
+
+
+def test_revalidate_action_marks_a_changed_file_failed(admin_client, project, trained):
+    version = register(project, trained.colors)
+    with model_storage().open(version.file.name, "wb") as handle:
+        handle.write(trained.two_inputs.read_bytes())
+    for cached in file_cache().directory.iterdir():
+        cached.unlink()
+
+    response = select_action(admin_client, "revalidate_versions", version)
+
+    assert response.status_code == 200
+    version.refresh_from_db()
+    assert version.status == ModelVersion.Status.FAILED
+    assert "sha256 differs" in version.validation_message
+    assert "sha256 differs" in response.content.decode()
+
+
+# --- Project pages -----------------------------------------------------------------------------
+
+
+def test_project_changelist_links_to_the_demo(admin_client, project, trained):
+    register(project, trained.colors)
+    secret = Project.objects.create(slug="secret", name="Secret", is_public=False)
+
+    response = admin_client.get(PROJECT_LIST)
+
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert '<a href="/projects/colors/">try it</a>' in text
+    assert f'<a href="/projects/secret/?token={secret.token}">try it</a>' in text
+    assert "colors v1" in text  # the active version column
+
+
+def test_project_change_page_shows_the_versions_table(admin_client, project, trained):
+    first = register(project, trained.colors)
+    second = register(project, trained.colors, activate=False)
+
+    response = admin_client.get(f"{PROJECT_LIST}{project.pk}/change/")
+
+    assert response.status_code == 200
+    text = response.content.decode()
+    inline = response.context["inline_admin_formsets"]
+    assert len(inline) == 1
+    assert [form.original for form in inline[0]] == [second, first]
+    assert 'id="versions-group"' in text
+    assert first.sha256[:12] in text
+    for version in (first, second):
+        assert f"/admin/predictions/modelversion/{version.pk}/change/" in text
+    # The table can neither add nor delete versions.
+    assert not inline[0].has_add_permission
+    assert not inline[0].formset.can_delete
+    assert 'name="versions-MAX_NUM_FORMS" value="0"' in text
+    assert "versions-0-DELETE" not in text
+
+
+def test_project_add_page_renders(admin_client):
+    response = admin_client.get(f"{PROJECT_LIST}add/")
+
+    assert response.status_code == 200
+    assert 'name="slug"' in response.content.decode()
