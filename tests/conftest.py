@@ -77,10 +77,15 @@ def s3_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def s3_bucket(s3_server):
+    return s3_server.create_bucket()
+
+
 @pytest.fixture
-def s3_storage(settings, s3_server):
-    """Point the model storage at a fresh bucket on the S3 server."""
-    bucket = s3_server.create_bucket()
+def s3_storage(settings, s3_server, s3_bucket):
+    """Point the model storage at the session's bucket on the S3 server."""
+    bucket = s3_bucket
     settings.AWS_STORAGE_BUCKET_NAME = bucket.name
     settings.AWS_S3_ENDPOINT_URL = s3_server.endpoint
     settings.AWS_ACCESS_KEY_ID = "test"

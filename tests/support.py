@@ -160,6 +160,8 @@ class SeaweedS3:
             weed, "server", f"-dir={self.folder / 'data'}", "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1", "-master.telemetry=false",
             f"-master.port={base}", f"-volume.port={base + 1}", f"-filer.port={base + 2}",
+            # Each bucket is a collection that grows volumes of its own: allow plenty, small.
+            "-volume.max=100", "-master.volumeSizeLimitMB=64",
             "-s3", f"-s3.port={base + 3}", "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]  # fmt: skip
         self.log = open(self.folder / "weed.log", "wb")  # closed in stop()
