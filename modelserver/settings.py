@@ -12,7 +12,7 @@ env = environ.Env()
 DEV_SECRET_KEY = "django-insecure-dev-key-for-local-use-only"
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=DEV_SECRET_KEY)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or DEV_SECRET_KEY
 if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is false.")
 
@@ -80,10 +80,10 @@ AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
 MODEL_STORAGE_DIR = env.path("MODEL_STORAGE_DIR", default=BASE_DIR / "var" / "models")
 if AWS_STORAGE_BUCKET_NAME:
     # django-storages reads the AWS_* settings below; unset ones fall back to boto3's usual chain.
-    AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default=None)
-    AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default=None)
-    AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default=None)
-    AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default=None)
+    AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="") or None
+    AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="") or None
+    AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="") or None
+    AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="") or None
     AWS_S3_FILE_OVERWRITE = False
     AWS_DEFAULT_ACL = None
     MODEL_STORAGE = {"BACKEND": "storages.backends.s3.S3Storage"}
