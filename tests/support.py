@@ -115,6 +115,16 @@ def ports_free(*ports: int) -> bool:
     return True
 
 
+def stop_process(process: subprocess.Popen, *, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_for(check, *, timeout: float, what: str, process: subprocess.Popen | None = None):
     deadline = time.monotonic() + timeout
     last_error = None
@@ -204,12 +214,7 @@ class SeaweedS3:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, timeout=15)
             self.log.close()
 
 
@@ -313,12 +318,7 @@ class DaphneServer:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, timeout=25)
             self.log.close()
 
     def log_text(self) -> str:
