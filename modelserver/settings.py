@@ -101,11 +101,19 @@ STORAGES = {
 
 # Downloaded model files, keyed by their sha256; safe to delete while the server is stopped.
 MODEL_CACHE_DIR = env.path("MODEL_CACHE_DIR", default=BASE_DIR / "var" / "model-cache")
-# Loaded models kept in memory per process (least recently used ones are unloaded).
-MODEL_CACHE_SIZE = env.int("MODEL_CACHE_SIZE", default=4)
+# Validating and compiling a new version runs in a child process with this time limit (seconds).
+MODEL_CHECK_TIMEOUT = env.int("MODEL_CHECK_TIMEOUT", default=300)
+# Loaded models per process: least recently used ones are unloaded past this many bytes of
+# model artifacts (a LiteRT model's resident memory is close to its file size).
+MODEL_CACHE_BYTES = env.int("MODEL_CACHE_BYTES", default=200 * 1024 * 1024)
 
-# Inference: a dedicated thread pool, and bounds on what one client may make the server hold.
+# Inference: decoding and preprocessing in a dedicated thread pool; each loaded model runs
+# batches gathered across connections (up to MAX_BATCH_SIZE frames, waiting at most
+# MAX_BATCH_WAIT_MS after the first) with LITERT_THREADS interpreter threads.
 INFERENCE_THREADS = env.int("INFERENCE_THREADS", default=2)
+MAX_BATCH_SIZE = env.int("MAX_BATCH_SIZE", default=8)
+MAX_BATCH_WAIT_MS = env.float("MAX_BATCH_WAIT_MS", default=0.0)
+LITERT_THREADS = env.int("LITERT_THREADS", default=2)
 MAX_PENDING_FRAMES = env.int("MAX_PENDING_FRAMES", default=8)
 MAX_IMAGE_BYTES = env.int("MAX_IMAGE_BYTES", default=8 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env.int("MAX_IMAGE_PIXELS", default=25_000_000)

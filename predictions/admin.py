@@ -47,7 +47,12 @@ class ModelVersionAddForm(forms.ModelForm):
         labels = [label for label in labels if label]
         try:
             self.prepared = services.version_prepare(
-                upload=upload, s3_key=s3_key or None, labels=labels
+                upload=upload,
+                s3_key=s3_key or None,
+                labels=labels,
+                resize=cleaned["resize"],
+                scale_min=cleaned["scale_min"],
+                scale_max=cleaned["scale_max"],
             )
         except services.ModelValidationError as exc:
             raise forms.ValidationError(f"The model did not validate: {exc}") from None
@@ -159,12 +164,7 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
             return super().save_form(request, form, change)
         data = form.cleaned_data
         return services.version_create(
-            project=data["project"],
-            prepared=form.prepared,
-            resize=data["resize"],
-            scale_min=data["scale_min"],
-            scale_max=data["scale_max"],
-            activate=data["activate"],
+            project=data["project"], prepared=form.prepared, activate=data["activate"]
         )
 
     def save_model(self, request, obj, form, change):

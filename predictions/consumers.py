@@ -60,20 +60,18 @@ class PredictionConsumer(AsyncWebsocketConsumer):
         if self.sender is not None:
             self.sender.cancel()
             metrics.WEBSOCKETS.dec()
+        # Frames still waiting are dropped (a batch skips cancelled ones).
+        while not self.replies.empty():
+            self.replies.get_nowait()[0].cancel()
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.project is None:
             return
         received = time.perf_counter()
+        frame_id = None
         if bytes_data is not None:
             frame_id = self.binary_frames
             self.binary_frames += 1
-            job = (serving.answer_binary, bytes_data)
-            kwargs = {"frame_id": frame_id}
-        else:
-            frame_id = None
-            job = (serving.answer_text, text_data)
-            kwargs = {}
         if self.pending >= settings.MAX_PENDING_FRAMES:
             if bytes_data is None:
                 frame_id = _text_frame_id(text_data)
@@ -83,11 +81,14 @@ class PredictionConsumer(AsyncWebsocketConsumer):
             await self._queue_reply(error_reply(frame_id, BUSY, message))
             metrics.observe_error(BUSY, project=self.slug, transport="websocket")
             return
+        if bytes_data is not None:
+            answer = serving.answer_binary(
+                bytes_data, frame_id=frame_id, project=self.project, received=received
+            )
+        else:
+            answer = serving.answer_text(text_data, project=self.project, received=received)
         self.pending += 1
-        future = asyncio.ensure_future(
-            serving.run_in_inference_pool(*job, project=self.project, received=received, **kwargs)
-        )
-        self.replies.put_nowait((future, True))
+        self.replies.put_nowait((asyncio.ensure_future(answer), True))
 
     async def model_changed(self, event):
         """A version was activated (in any process): serve it and tell the client."""

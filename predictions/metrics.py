@@ -1,5 +1,7 @@
 """Prometheus metrics of this process, served at /metrics."""
 
+import sys
+
 from prometheus_client import Counter, Gauge, Histogram
 
 PREDICTIONS = Counter(
@@ -16,6 +18,11 @@ STAGE_SECONDS = Histogram(
 )
 WEBSOCKETS = Gauge("modelserver_websocket_connections", "Open WebSocket connections.")
 MODEL_LOADS = Counter("modelserver_model_loads_total", "Models loaded into this process.")
+TENSORFLOW_IMPORTED = Gauge(
+    "modelserver_tensorflow_imported",
+    "1 when TensorFlow is imported in this process (only Keras-served versions need it).",
+)
+TENSORFLOW_IMPORTED.set_function(lambda: "tensorflow" in sys.modules)
 
 
 def observe_prediction(reply: dict, *, project: str, transport: str) -> None:

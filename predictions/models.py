@@ -55,6 +55,10 @@ class ModelVersion(models.Model):
         READY = "ready", "ready"
         FAILED = "failed", "failed a later validation"
 
+    class Runtime(models.TextChoices):
+        LITERT = "litert", "LiteRT (compiled)"
+        KERAS = "keras", "Keras (compiled call; did not convert to LiteRT)"
+
     class Resize(models.TextChoices):
         STRETCH = "stretch", "resize the whole image to the model's input"
         FIT_INK = "fit_ink", "crop to the ink, centre it, then resize (drawings)"
@@ -71,6 +75,11 @@ class ModelVersion(models.Model):
     resize = models.CharField(max_length=10, choices=Resize.choices, default=Resize.STRETCH)
     scale_min = models.FloatField(default=0.0, help_text="Value the darkest pixel maps to.")
     scale_max = models.FloatField(default=1.0, help_text="Value the brightest pixel maps to.")
+    runtime = models.CharField(max_length=10, choices=Runtime.choices, default=Runtime.KERAS)
+    compiled_file = models.CharField(
+        max_length=500, blank=True, help_text="The LiteRT artifact in the model storage."
+    )
+    compiled_sha256 = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.READY)
     validation_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

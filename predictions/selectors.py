@@ -42,6 +42,9 @@ def version_spec(version: ModelVersion) -> ModelSpec:
         resize=version.resize,
         scale_min=version.scale_min,
         scale_max=version.scale_max,
+        runtime=version.runtime,
+        compiled_file=version.compiled_file,
+        compiled_sha256=version.compiled_sha256,
     )
 
 

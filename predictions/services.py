@@ -9,7 +9,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from .inference.validation import ModelInspection, ModelValidationError, inspect_model_file
+from .compilation import CompileReport, check_and_compile
+from .inference.validation import ModelValidationError
 from .models import ModelVersion, Project, model_storage
 from .selectors import project_next_version_number
 from .storage import file_cache
@@ -35,9 +36,12 @@ class PreparedVersion:
     local_path: Path
     sha256: str
     size_bytes: int
-    inspection: ModelInspection
+    report: CompileReport
     labels: list[str]
     s3_key: str | None
+    resize: str
+    scale_min: float
+    scale_max: float
 
 
 def project_group_name(slug: str) -> str:
@@ -46,9 +50,16 @@ def project_group_name(slug: str) -> str:
 
 
 def version_prepare(
-    *, upload: BinaryIO | None = None, s3_key: str | None = None, labels: list[str]
+    *,
+    upload: BinaryIO | None = None,
+    s3_key: str | None = None,
+    labels: list[str],
+    resize: str = ModelVersion.Resize.STRETCH,
+    scale_min: float = 0.0,
+    scale_max: float = 1.0,
 ) -> PreparedVersion:
-    """Fetch a model file (an upload or an existing key in the model storage) and validate it.
+    """Fetch a model file (an upload or an existing key in the model storage), validate it and
+    compile it to LiteRT in a child process.
 
     Raises `ModelValidationError` with a message in words; nothing is stored in that case.
     """
@@ -58,24 +69,30 @@ def version_prepare(
         path, sha256, size = file_cache().add(upload)
     else:
         path, sha256, size = _fetch_key(s3_key)
-    inspection = inspect_model_file(str(path), labels=labels)
-    return PreparedVersion(path, sha256, size, inspection, list(labels), s3_key or None)
+    report = check_and_compile(
+        path=path, sha256=sha256, labels=labels, scale=(scale_min, scale_max)
+    )
+    return PreparedVersion(
+        path, sha256, size, report, list(labels), s3_key or None, resize, scale_min, scale_max
+    )
 
 
 def version_create(
-    *,
-    project: Project,
-    prepared: PreparedVersion,
-    resize: str = ModelVersion.Resize.STRETCH,
-    scale_min: float = 0.0,
-    scale_max: float = 1.0,
-    activate: bool = False,
+    *, project: Project, prepared: PreparedVersion, activate: bool = False
 ) -> ModelVersion:
-    """Store a prepared file (uploads go to the model storage) and record the new version."""
+    """Store a prepared file and its LiteRT artifact, and record the new version."""
     if prepared.s3_key:
         file_name, source = prepared.s3_key, ModelVersion.Source.S3_KEY
     else:
-        file_name, source = _store_upload(project, prepared), ModelVersion.Source.UPLOAD
+        name = f"projects/{project.slug}/{prepared.sha256}.keras"
+        with open(prepared.local_path, "rb") as handle:
+            file_name = _store_once(name, handle)
+        source = ModelVersion.Source.UPLOAD
+    compiled_file = ""
+    if prepared.report.compiled_path:
+        # Keyed by the source's hash: the same source always compiles to this artifact.
+        with open(prepared.report.compiled_path, "rb") as handle:
+            compiled_file = _store_once(f"compiled/{prepared.sha256}.tflite", handle)
     with transaction.atomic():
         Project.objects.select_for_update().filter(pk=project.pk).first()
         version = ModelVersion(
@@ -85,17 +102,20 @@ def version_create(
             labels=prepared.labels,
             sha256=prepared.sha256,
             size_bytes=prepared.size_bytes,
-            input_shape=list(prepared.inspection.input_shape),
-            output_shape=list(prepared.inspection.output_shape),
-            resize=resize,
-            scale_min=scale_min,
-            scale_max=scale_max,
+            input_shape=list(prepared.report.input_shape),
+            output_shape=list(prepared.report.output_shape),
+            resize=prepared.resize,
+            scale_min=prepared.scale_min,
+            scale_max=prepared.scale_max,
+            runtime=prepared.report.runtime,
+            compiled_file=compiled_file,
+            compiled_sha256=prepared.report.compiled_sha256,
             status=ModelVersion.Status.READY,
-            validation_message=prepared.inspection.message,
+            validation_message=prepared.report.message,
         )
         version.file.name = file_name
         version.save()
-    logger.info("registered %s (%s)", version, prepared.sha256[:12])
+    logger.info("registered %s (%s, %s)", version, prepared.sha256[:12], version.runtime)
     if activate:
         version_activate(version=version)
     return version
@@ -110,9 +130,9 @@ def version_register(
     activate: bool = False,
     **preprocessing,
 ) -> ModelVersion:
-    """Validate and record a version in one call (the `register_model` command's path)."""
-    prepared = version_prepare(upload=upload, s3_key=s3_key, labels=labels)
-    return version_create(project=project, prepared=prepared, activate=activate, **preprocessing)
+    """Validate and record a version in one call."""
+    prepared = version_prepare(upload=upload, s3_key=s3_key, labels=labels, **preprocessing)
+    return version_create(project=project, prepared=prepared, activate=activate)
 
 
 def version_activate(*, version: ModelVersion) -> None:
@@ -138,11 +158,16 @@ def version_revalidate(*, version: ModelVersion) -> bool:
             raise ModelValidationError(
                 "The stored file has changed since registration (its sha256 differs)."
             )
-        inspection = inspect_model_file(str(path), labels=version.labels)
+        report = check_and_compile(
+            path=path,
+            sha256=sha256,
+            labels=version.labels,
+            scale=(version.scale_min, version.scale_max),
+        )
     except ModelValidationError as exc:
         version.status, version.validation_message = ModelVersion.Status.FAILED, str(exc)
     else:
-        version.status, version.validation_message = ModelVersion.Status.READY, inspection.message
+        version.status, version.validation_message = ModelVersion.Status.READY, report.message
     version.save(update_fields=["status", "validation_message"])
     return version.status == ModelVersion.Status.READY
 
@@ -171,14 +196,12 @@ def _is_missing_object(exc: Exception) -> bool:
     return response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
-def _store_upload(project: Project, prepared: PreparedVersion) -> str:
-    """Content-addressed name in the model storage; an identical file is stored once."""
+def _store_once(name: str, content) -> str:
+    """Save under a content-addressed name; an identical file already there is kept."""
     storage = model_storage()
-    name = f"projects/{project.slug}/{prepared.sha256}.keras"
-    if not storage.exists(name):
-        with open(prepared.local_path, "rb") as handle:
-            name = storage.save(name, handle)
-    return name
+    if storage.exists(name):
+        return name
+    return storage.save(name, content)
 
 
 def _announce_model_change(slug: str, version_id: int) -> None:

@@ -1,20 +1,22 @@
-"""The process's serving machinery: the model cache, the inference thread pool, frame answering.
+"""The process's serving machinery: the model cache, the thread pool, frame answering.
 
-Everything here runs in the inference pool, never on the event loop: parsing, decoding,
-fetching a model file, loading it and running it.
+A frame is parsed, decoded and preprocessed in the thread pool (never on the event loop), then
+handed to its model's batcher, which runs the model on batches gathered across every connection
+of the process; the reply is built when the batch comes back.
 """
 
 import asyncio
 import functools
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 
 from . import metrics
-from .inference.cache import ModelCache
+from .inference.cache import LoadedModel, ModelCache
 from .inference.errors import (
     BAD_REQUEST,
     MODEL_UNAVAILABLE,
@@ -23,9 +25,9 @@ from .inference.errors import (
     PredictionError,
     error_reply,
 )
-from .inference.frames import Frame, frame_from_json, load_json_object
-from .inference.pipeline import Limits, predict_frame
-from .inference.runtime import KerasRuntime
+from .inference.frames import Frame, parse_text_frame
+from .inference.pipeline import Limits, PreparedFrame, prediction_reply, prepare_frame
+from .inference.runtime import LiteRTRuntime
 from .inference.spec import ModelSpec
 from .selectors import ProjectInfo
 from .storage import file_cache
@@ -42,16 +44,29 @@ def model_cache() -> ModelCache:
     with _guard:
         if _model_cache is None:
             _model_cache = ModelCache(
-                capacity=settings.MODEL_CACHE_SIZE,
-                fetch_file=lambda **kw: file_cache().fetch(**kw),
-                load=_load_runtime,
+                budget_bytes=settings.MODEL_CACHE_BYTES,
+                load=load_runtime,
+                max_batch_size=settings.MAX_BATCH_SIZE,
+                max_wait_ms=settings.MAX_BATCH_WAIT_MS,
             )
         return _model_cache
 
 
-def _load_runtime(path: str) -> KerasRuntime:
+def load_runtime(spec: ModelSpec) -> tuple[object, int]:
+    """Fetch a version's artifact (hash-checked) and load it; returns (runtime, bytes on disk)."""
+    if spec.runtime == "litert" and spec.compiled_file:
+        path = file_cache().fetch(
+            name=spec.compiled_file, sha256=spec.compiled_sha256, suffix=".tflite"
+        )
+        runtime = LiteRTRuntime(str(path), threads=settings.LITERT_THREADS)
+    else:
+        path = file_cache().fetch(name=spec.file_name, sha256=spec.sha256, suffix=".keras")
+        # Only versions that did not convert to LiteRT bring TensorFlow into this process.
+        from .inference.runtime import KerasRuntime
+
+        runtime = KerasRuntime(str(path))
     metrics.MODEL_LOADS.inc()
-    return KerasRuntime(path)
+    return runtime, path.stat().st_size
 
 
 def inference_executor() -> ThreadPoolExecutor:
@@ -65,7 +80,7 @@ def inference_executor() -> ThreadPoolExecutor:
 
 
 async def run_in_inference_pool(func, /, *args, **kwargs):
-    """Run a blocking call (parsing, decoding, inference) in the dedicated pool."""
+    """Run a blocking call (parsing, decoding, loading a model) in the dedicated pool."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(
         inference_executor(), functools.partial(func, *args, **kwargs)
@@ -88,33 +103,44 @@ def limits() -> Limits:
     )
 
 
-def answer_binary(data: bytes, *, frame_id: int, project: ProjectInfo, received: float) -> dict:
+async def answer_binary(
+    data: bytes, *, frame_id: int, project: ProjectInfo, received: float
+) -> dict:
     """Answer a binary WebSocket frame (one encoded image)."""
-    return _answer(lambda: Frame(id=frame_id, image=data), frame_id, project, received, "websocket")
+    return await _answer(
+        lambda: Frame(id=frame_id, image=data), frame_id, project, received, "websocket"
+    )
 
 
-def answer_text(text: str, *, project: ProjectInfo, received: float) -> dict:
+async def answer_text(text: str, *, project: ProjectInfo, received: float) -> dict:
     """Answer a JSON text frame."""
-    return _answer_json(lambda: load_json_object(text), project, received, "websocket")
+    parse = functools.partial(parse_text_frame, text, max_image_bytes=settings.MAX_IMAGE_BYTES)
+    return await _answer(parse, None, project, received, "websocket")
 
 
-def answer_http(request, *, project: ProjectInfo, received: float) -> dict:
+async def answer_http(request, *, project: ProjectInfo, received: float) -> dict:
     """Answer an HTTP predict request: raw image bytes, a multipart `image` file, or JSON."""
     content_type = request.content_type or ""
     if content_type == "multipart/form-data":
-        return _answer(lambda: _multipart_frame(request), None, project, received, "http")
-    if content_type in ("application/json", "text/json", "text/plain"):
-        return _answer_json(lambda: load_json_object(_body(request)), project, received, "http")
-    if content_type.startswith("image/") or content_type in ("application/octet-stream", ""):
-        return _answer(
-            lambda: Frame(id=None, image=_body(request)), None, project, received, "http"
+        parse = functools.partial(_multipart_frame, request)
+    elif content_type in ("application/json", "text/json", "text/plain"):
+
+        def parse():
+            return parse_text_frame(_body(request), max_image_bytes=settings.MAX_IMAGE_BYTES)
+
+    elif content_type.startswith("image/") or content_type in ("application/octet-stream", ""):
+
+        def parse():
+            return Frame(id=None, image=_body(request))
+
+    else:
+        unsupported = PredictionError(
+            BAD_REQUEST,
+            f"Unsupported Content-Type {content_type!r}: send image bytes (image/*), "
+            'a multipart form with an "image" file, or a JSON object (application/json).',
         )
-    unsupported = PredictionError(
-        BAD_REQUEST,
-        f"Unsupported Content-Type {content_type!r}: send image bytes (image/*), "
-        'a multipart form with an "image" file, or a JSON object (application/json).',
-    )
-    return _error_reply(None, unsupported, project, "http")
+        return _error_reply(None, unsupported, project, "http")
+    return await _answer(parse, None, project, received, "http")
 
 
 def _multipart_frame(request) -> Frame:
@@ -142,25 +168,40 @@ def _too_large(size: int) -> PredictionError:
     )
 
 
-def _answer_json(load, project: ProjectInfo, received: float, transport: str) -> dict:
+def _prepare(parse, project: ProjectInfo) -> tuple[PreparedFrame, LoadedModel]:
+    """In the pool: parse, find the model (loading it once), decode and preprocess."""
+    frame = parse()
     try:
-        data = load()
-    except PredictionError as exc:
-        return _error_reply(None, exc, project, transport)
-    parse = functools.partial(frame_from_json, data, max_image_bytes=settings.MAX_IMAGE_BYTES)
-    return _answer(parse, data.get("id"), project, received, transport)
-
-
-def _answer(parse, frame_id, project: ProjectInfo, received: float, transport: str) -> dict:
-    try:
-        frame = parse()
-        spec = project.model
-        if spec is None:
+        if project.model is None:
             raise ModelUnavailable("The project has no active model version.")
-        runtime = model_cache().get(spec)
-        reply = predict_frame(frame, spec=spec, runtime=runtime, limits=limits(), received=received)
+        loaded = model_cache().get(project.model)
+        return prepare_frame(frame, spec=project.model, limits=limits()), loaded
     except PredictionError as exc:
-        return _error_reply(frame_id, exc, project, transport)
+        exc.frame_id = frame.id
+        raise
+
+
+async def _answer(parse, frame_id, project: ProjectInfo, received: float, transport: str) -> dict:
+    try:
+        prepared, loaded = await run_in_inference_pool(_prepare, parse, project)
+        submitted = time.perf_counter()
+        try:
+            output = await asyncio.wrap_future(loaded.batcher.submit(prepared.model_input))
+        except Exception as exc:
+            raise PredictionError(
+                MODEL_UNAVAILABLE, f"The model failed on this frame: {exc}"
+            ) from None
+        finished = time.perf_counter()
+        reply = prediction_reply(
+            prepared,
+            output,
+            spec=project.model,
+            inference_ms=(finished - submitted) * 1000,
+            total_ms=(finished - received) * 1000,
+        )
+    except PredictionError as exc:
+        own_id = exc.frame_id if exc.frame_id is not None else frame_id
+        return _error_reply(own_id, exc, project, transport)
     except Exception:  # A bug must cost one reply, never the connection.
         logger.exception("unexpected failure answering a frame of %s", project.slug)
         failure = PredictionError(

@@ -23,16 +23,16 @@ CHUNK_BYTES = 1024 * 1024
 
 
 class ModelFileCache:
-    """Local copies of model files, named `<sha256>.keras`."""
+    """Local copies of model files, named `<sha256><suffix>` (`.keras`, `.tflite`)."""
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
-    def fetch(self, *, name: str, sha256: str) -> Path:
+    def fetch(self, *, name: str, sha256: str, suffix: str) -> Path:
         """The local path of a stored file, downloading it once; the hash must match."""
-        target = self._path(sha256)
+        target = self._path(sha256, suffix)
         if target.exists():
             return target
         with self._lock(sha256):
@@ -40,7 +40,7 @@ class ModelFileCache:
                 return target
             try:
                 with model_storage().open(name, "rb") as remote:
-                    path, actual, _ = self.add(remote)
+                    path, actual, _ = self.add(remote, suffix=suffix)
             except ModelUnavailable:
                 raise
             except Exception as exc:  # boto3, the filesystem: any failure to read the file.
@@ -55,7 +55,7 @@ class ModelFileCache:
                 )
             return path
 
-    def add(self, stream: BinaryIO) -> tuple[Path, str, int]:
+    def add(self, stream: BinaryIO, *, suffix: str = ".keras") -> tuple[Path, str, int]:
         """Copy a file object into the cache; returns (path, sha256, size)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
@@ -68,15 +68,15 @@ class ModelFileCache:
                     size += len(chunk)
                     out.write(chunk)
             sha256 = digest.hexdigest()
-            target = self._path(sha256)
+            target = self._path(sha256, suffix)
             os.replace(temp_name, target)
         except BaseException:
             Path(temp_name).unlink(missing_ok=True)
             raise
         return target, sha256, size
 
-    def _path(self, sha256: str) -> Path:
-        return self.directory / f"{sha256}.keras"
+    def _path(self, sha256: str, suffix: str) -> Path:
+        return self.directory / f"{sha256}{suffix}"
 
     def _lock(self, key: str) -> threading.Lock:
         with self._locks_guard:

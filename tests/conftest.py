@@ -33,10 +33,17 @@ def pytest_terminal_summary(terminalreporter):
 # --- Local folders for model files, per test. -------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def model_cache_dir(tmp_path_factory):
+    """One download cache for the session: it is keyed by content, and it keeps each file's
+    check-and-compile report, so a model file is compiled once per session."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
 @pytest.fixture(autouse=True)
-def model_folders(settings, tmp_path):
-    """Each test gets its own model storage folder and download cache."""
-    settings.MODEL_CACHE_DIR = tmp_path / "model-cache"
+def model_folders(settings, tmp_path, model_cache_dir):
+    """Each test gets its own model storage folder."""
+    settings.MODEL_CACHE_DIR = model_cache_dir
     settings.STORAGES = {
         **settings.STORAGES,
         "models": {

@@ -135,12 +135,13 @@ def test_add_by_s3_key(admin_client, project, trained, s3_storage):
     assert version.labels == COLOR_LABELS
     project.refresh_from_db()
     assert project.active_version == version
-    # Nothing was copied: the bucket holds only the key that was named.
+    # The source was not copied: only its LiteRT artifact was added beside it.
     keys = [
         item["Key"]
         for item in s3_storage.client.list_objects_v2(Bucket=s3_storage.name).get("Contents", [])
     ]
-    assert keys == ["trained-elsewhere/colors.keras"]
+    assert f"projects/colors/{version.sha256}.keras" not in keys
+    assert {"trained-elsewhere/colors.keras", version.compiled_file} <= set(keys)
 
 
 # --- Validation failures are form errors -------------------------------------------------------
@@ -285,8 +286,7 @@ def test_revalidate_action_marks_a_changed_file_failed(admin_client, project, tr
     version = register(project, trained.colors)
     with model_storage().open(version.file.name, "wb") as handle:
         handle.write(trained.two_inputs.read_bytes())
-    for cached in file_cache().directory.iterdir():
-        cached.unlink()
+    (file_cache().directory / f"{version.sha256}.keras").unlink()
 
     response = select_action(admin_client, "revalidate_versions", version)
 

@@ -204,6 +204,18 @@ def test_http_predict_and_errors(live):
     assert status == 200 and body["labels"][0]["label"] == "red"
 
 
+def test_the_serving_process_never_imports_tensorflow(live):
+    with live.ws() as socket:
+        receive(socket)
+        socket.send(encode(solid_image("red"), "PNG"))
+        reply = receive(socket)
+    assert reply["labels"][0]["label"] == "red"
+    metrics = live.get("/metrics")[1].decode()
+    assert "modelserver_tensorflow_imported 0.0" in metrics
+    maps = open(f"/proc/{live.server.process.pid}/maps").read()
+    assert "libtensorflow_framework" not in maps and "_pywrap_tensorflow_internal" not in maps
+
+
 def test_pages_and_static_files_with_debug_off(live):
     status, index = live.get("/")
     assert status == 200 and b"/projects/colors/" in index

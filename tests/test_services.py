@@ -1,5 +1,7 @@
 """Registering, validating and activating versions, with the model files in a real S3 server."""
 
+import hashlib
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -33,8 +35,14 @@ def test_upload_goes_to_s3_and_records_metadata(project, trained, s3_storage):
     assert len(version.sha256) == 64
     assert version.size_bytes == trained.colors.stat().st_size
     assert "safe mode" in version.validation_message
+    assert "Compiled to LiteRT" in version.validation_message
     stored = s3_storage.client.head_object(Bucket=s3_storage.name, Key=version.file.name)
     assert stored["ContentLength"] == version.size_bytes
+    # The LiteRT artifact sits beside the source, keyed by the source's hash.
+    assert version.runtime == "litert"
+    assert version.compiled_file == f"compiled/{version.sha256}.tflite"
+    compiled = s3_storage.client.get_object(Bucket=s3_storage.name, Key=version.compiled_file)
+    assert hashlib.sha256(compiled["Body"].read()).hexdigest() == version.compiled_sha256
     project.refresh_from_db()
     assert project.active_version == version
 
@@ -114,8 +122,7 @@ def test_revalidation_marks_a_changed_file_failed_and_refuses_activation(project
     with model_storage().open(version.file.name, "wb") as handle:
         handle.write(trained.two_inputs.read_bytes())
     # Drop the local copy so the check reads the storage again.
-    for cached in file_cache().directory.iterdir():
-        cached.unlink()
+    (file_cache().directory / f"{version.sha256}.keras").unlink()
 
     assert services.version_revalidate(version=version) is False
     version.refresh_from_db()

@@ -4,31 +4,57 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
+
+from .batching import Batcher
 from .errors import ModelUnavailable
-from .runtime import KerasRuntime
 from .spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class LoadedModel:
+    """A runtime, warmed up, behind the batcher that every connection of the process shares."""
+
+    key: str
+    runtime: object
+    batcher: Batcher
+    size_bytes: int  # what the cache charges for it: the artifact's size on disk
+
+    def close(self) -> None:
+        self.batcher.close()
+
+
 class ModelCache:
-    """Loaded runtimes keyed by file sha256, least recently used unloaded past `capacity`.
+    """Loaded models keyed by artifact sha256; least recently used ones are unloaded once the
+    loaded artifacts' sizes add up to more than `budget_bytes` (the newest always stays).
 
     Concurrent first requests for one model wait on the same load instead of loading twice.
     """
 
-    def __init__(self, *, capacity: int, fetch_file, load=KerasRuntime):
-        self.capacity = max(1, capacity)
-        self._fetch_file = fetch_file
+    def __init__(
+        self,
+        *,
+        budget_bytes: int,
+        load: Callable[[ModelSpec], tuple[object, int]],
+        max_batch_size: int,
+        max_wait_ms: float,
+    ):
+        self.budget_bytes = budget_bytes
         self._load = load
-        self._loaded: OrderedDict[str, object] = OrderedDict()
+        self._max_batch_size = max_batch_size
+        self._max_wait_ms = max_wait_ms
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._guard = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
 
-    def get(self, spec: ModelSpec):
-        """The runtime for a version, loading it on first use; raises `ModelUnavailable`."""
-        key = spec.sha256
+    def get(self, spec: ModelSpec) -> LoadedModel:
+        """The loaded model for a version, loading it on first use; raises `ModelUnavailable`."""
+        key = spec.compiled_sha256 if spec.runtime == "litert" else spec.sha256
         with self._guard:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
@@ -38,30 +64,59 @@ class ModelCache:
             with self._guard:
                 if key in self._loaded:
                     return self._loaded[key]
-            runtime = self._load_runtime(spec)
+            loaded = self._load_and_warm(key, spec)
             with self._guard:
-                self._loaded[key] = runtime
-                while len(self._loaded) > self.capacity:
-                    evicted, _ = self._loaded.popitem(last=False)
-                    logger.info("unloaded model %s (cache holds %d)", evicted[:12], self.capacity)
-            return runtime
+                self._loaded[key] = loaded
+                evicted = self._evict()
+            for model in evicted:
+                model.close()
+            return loaded
 
     def loaded_keys(self) -> list[str]:
         with self._guard:
             return list(self._loaded)
 
-    def _load_runtime(self, spec: ModelSpec):
-        path = self._fetch_file(name=spec.file_name, sha256=spec.sha256)
+    def clear(self) -> None:
+        with self._guard:
+            models, self._loaded = list(self._loaded.values()), OrderedDict()
+        for model in models:
+            model.close()
+
+    def _evict(self) -> list[LoadedModel]:
+        evicted = []
+        while len(self._loaded) > 1 and self._used() > self.budget_bytes:
+            _, model = self._loaded.popitem(last=False)
+            evicted.append(model)
+            logger.info(
+                "unloaded model %s to stay within %d bytes", model.key[:12], self.budget_bytes
+            )
+        return evicted
+
+    def _used(self) -> int:
+        return sum(model.size_bytes for model in self._loaded.values())
+
+    def _load_and_warm(self, key: str, spec: ModelSpec) -> LoadedModel:
         started = time.perf_counter()
         try:
-            runtime = self._load(str(path))
+            runtime, size_bytes = self._load(spec)
+            # Warm-up: the first call allocates buffers; no client frame should pay for it.
+            runtime.predict(np.zeros((1, *spec.input_shape), dtype=np.float32))
+        except ModelUnavailable:
+            raise
         except Exception as exc:
             logger.exception("could not load model version %s", spec.version_id)
             raise ModelUnavailable(f"The model could not be loaded: {exc}") from None
         logger.info(
-            "loaded model version %s (%s) in %.0f ms",
+            "loaded model version %s (%s, %s) in %.0f ms",
             spec.version_id,
-            spec.sha256[:12],
+            runtime.name,
+            key[:12],
             (time.perf_counter() - started) * 1000,
         )
-        return runtime
+        batcher = Batcher(
+            runtime.predict,
+            max_batch_size=self._max_batch_size,
+            max_wait_ms=self._max_wait_ms,
+            name=f"v{spec.version_id}",
+        )
+        return LoadedModel(key, runtime, batcher, size_bytes)

@@ -20,10 +20,11 @@ HTTP_STATUS = {
 class PredictionError(Exception):
     """A frame that cannot be answered with a prediction; `code` is one of the contract's codes."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, *, frame_id=None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.frame_id = frame_id  # set where the frame's own id is known (JSON frames)
 
 
 class ModelUnavailable(PredictionError):

@@ -32,6 +32,16 @@ def load_json_object(text: str | bytes) -> dict:
     return data
 
 
+def parse_text_frame(text: str | bytes, *, max_image_bytes: int) -> Frame:
+    """A JSON text frame (or HTTP JSON body) as a `Frame`; errors carry the frame's id."""
+    data = load_json_object(text)
+    try:
+        return frame_from_json(data, max_image_bytes=max_image_bytes)
+    except PredictionError as exc:
+        exc.frame_id = data.get("id")
+        raise
+
+
 def frame_from_json(data: dict, *, max_image_bytes: int) -> Frame:
     """Build a frame from `{"id", "image" | "pixels", "top_k"?}`."""
     frame = Frame(id=data.get("id"), top_k=_top_k(data.get("top_k", DEFAULT_TOP_K)))

@@ -1,11 +1,11 @@
-"""One frame through decode, preprocess and inference, into the contract's prediction reply."""
+"""One frame through decode and preprocess into a model input, and a model output into the
+contract's prediction reply. Inference itself happens in between, batched (see batching.py)."""
 
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import MODEL_UNAVAILABLE, PredictionError
 from .frames import Frame
 from .images import decode_image
 from .preprocess import image_to_input, pixels_to_input
@@ -18,27 +18,44 @@ class Limits:
     max_image_pixels: int
 
 
-def predict_frame(
-    frame: Frame, *, spec: ModelSpec, runtime, limits: Limits, received: float
-) -> dict:
-    """Answer one frame; `received` is the `time.perf_counter()` when the frame arrived."""
+@dataclass(frozen=True)
+class PreparedFrame:
+    frame: Frame
+    model_input: np.ndarray  # H x W x C float32
+    decode_ms: float
+    preprocess_ms: float
+
+
+def prepare_frame(frame: Frame, *, spec: ModelSpec, limits: Limits) -> PreparedFrame:
+    """Decode and preprocess one frame (raises PredictionError with the contract's code)."""
     started = time.perf_counter()
     if frame.image is not None:
         image = decode_image(
-            frame.image, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels
+            frame.image,
+            max_bytes=limits.max_image_bytes,
+            max_pixels=limits.max_image_pixels,
+            draft_size=spec.input_shape[1::-1],
         )
         decoded = time.perf_counter()
         model_input = image_to_input(image, spec)
     else:
         decoded = time.perf_counter()
         model_input = pixels_to_input(frame.pixels, spec)
-    preprocessed = time.perf_counter()
-    try:
-        output = runtime.predict(model_input[np.newaxis, ...])[0]
-    except Exception as exc:
-        raise PredictionError(MODEL_UNAVAILABLE, f"The model failed on this frame: {exc}") from None
-    finished = time.perf_counter()
+    return PreparedFrame(
+        frame, model_input, _ms(started, decoded), _ms(decoded, time.perf_counter())
+    )
 
+
+def prediction_reply(
+    prepared: PreparedFrame,
+    output: np.ndarray,
+    *,
+    spec: ModelSpec,
+    inference_ms: float,
+    total_ms: float,
+) -> dict:
+    """The contract's prediction object for one frame's model output."""
+    frame = prepared.frame
     reply = {"type": "prediction", "id": frame.id}
     if spec.labels:
         reply["labels"] = top_labels(output, spec.labels, frame.top_k)
@@ -46,10 +63,10 @@ def predict_frame(
         reply["outputs"] = output.tolist()
     reply["model_version"] = spec.number
     reply["timings_ms"] = {
-        "decode": _ms(started, decoded),
-        "preprocess": _ms(decoded, preprocessed),
-        "inference": _ms(preprocessed, finished),
-        "total": _ms(received, finished),
+        "decode": prepared.decode_ms,
+        "preprocess": prepared.preprocess_ms,
+        "inference": round(inference_ms, 3),
+        "total": round(total_ms, 3),
     }
     return reply
 

@@ -1,6 +1,7 @@
 """Runtimes: a loaded model behind one `predict(batch)` call."""
 
 import os
+import threading
 
 import numpy as np
 
@@ -42,6 +43,40 @@ class KerasRuntime:
         if isinstance(output, (list, tuple, dict)):
             raise ModelFormatError("The model has more than one output.")
         return output.numpy()
+
+
+class LiteRTRuntime:
+    """A LiteRT (TFLite) flatbuffer under the `ai-edge-litert` interpreter: no TensorFlow import.
+
+    The interpreter is not thread-safe and resizes its input per batch size, so calls are
+    serialised; the batcher calls it from one thread anyway.
+    """
+
+    name = "litert"
+
+    def __init__(self, path: str, *, threads: int = 2):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_path=path, num_threads=threads)
+        inputs = self._interpreter.get_input_details()
+        outputs = self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelFormatError("The compiled model must have one input and one output.")
+        self._input, self._output = inputs[0], outputs[0]
+        self.input_shape = tuple(int(dim) for dim in self._input["shape_signature"][1:])
+        self._batch_size = 0
+        self._lock = threading.Lock()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Run one batch (N x H x W x C float32); returns the output as a numpy array."""
+        with self._lock:
+            if batch.shape[0] != self._batch_size:
+                self._interpreter.resize_tensor_input(self._input["index"], batch.shape)
+                self._interpreter.allocate_tensors()
+                self._batch_size = batch.shape[0]
+            self._interpreter.set_tensor(self._input["index"], batch)
+            self._interpreter.invoke()
+            return self._interpreter.get_tensor(self._output["index"]).copy()
 
 
 def _image_input_shape(model) -> tuple[int, int, int]:

@@ -16,6 +16,9 @@ class ModelSpec:
     resize: str = "stretch"
     scale_min: float = 0.0
     scale_max: float = 1.0
+    runtime: str = "keras"
+    compiled_file: str = ""
+    compiled_sha256: str = ""
 
     def meta(self) -> dict:
         """The `model` object of the contract's `ready`, `model_changed` and project replies."""

@@ -2,7 +2,7 @@
 
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,11 +22,12 @@ class ModelInspection:
     output_shape: tuple[int, ...]
     runtime: str
     message: str
+    model: object = field(default=None, repr=False, compare=False)  # the loaded Keras model
 
 
-def inspect_model_file(path: str, *, labels: list[str]) -> ModelInspection:
+def inspect_model_file(path: str) -> ModelInspection:
     """Check the archive, load it with Keras in safe mode, run one prediction on a blank input."""
-    _check_keras_archive(path)
+    check_keras_archive(path)
     try:
         runtime = KerasRuntime(path)
     except ModelFormatError as exc:
@@ -46,24 +47,30 @@ def inspect_model_file(path: str, *, labels: list[str]) -> ModelInspection:
     if not np.isfinite(output).all():
         raise ModelValidationError("The model's output on a blank input is not finite.")
     output_shape = tuple(int(dim) for dim in output.shape[1:])
-    if labels:
-        if len(output_shape) != 1:
-            raise ModelValidationError(
-                f"The model's output has shape {list(output_shape)}; labels need one score per class."
-            )
-        if output_shape[0] != len(labels):
-            raise ModelValidationError(
-                f"The model has {output_shape[0]} outputs but {len(labels)} labels were given."
-            )
     h, w, c = runtime.input_shape
     message = (
         f"Loaded with Keras (safe mode): input {h}x{w}x{c}, output {list(output_shape)}, "
         f"blank prediction in {elapsed_ms:.1f} ms."
     )
-    return ModelInspection(runtime.input_shape, output_shape, runtime.name, message)
+    return ModelInspection(runtime.input_shape, output_shape, runtime.name, message, runtime.model)
 
 
-def _check_keras_archive(path: str) -> None:
+def check_labels(output_shape: tuple[int, ...], labels: list[str]) -> None:
+    """Labels, when given, name the model's outputs one for one."""
+    if not labels:
+        return
+    if len(output_shape) != 1:
+        raise ModelValidationError(
+            f"The model's output has shape {list(output_shape)}; labels need one score per class."
+        )
+    if output_shape[0] != len(labels):
+        raise ModelValidationError(
+            f"The model has {output_shape[0]} outputs but {len(labels)} labels were given."
+        )
+
+
+def check_keras_archive(path: str) -> None:
+    """A Keras 3 `.keras` zip with its config; checked before anything loads the file."""
     with open(path, "rb") as handle:
         head = handle.read(8)
     if head == HDF5_SIGNATURE:

@@ -54,8 +54,6 @@ async def predict(request, slug):
     project, refusal = await _authorized_project(request, slug)
     if refusal:
         return refusal
-    reply = await serving.run_in_inference_pool(
-        serving.answer_http, request, project=project, received=received
-    )
+    reply = await serving.answer_http(request, project=project, received=received)
     status = 200 if reply["type"] == "prediction" else HTTP_STATUS[reply["code"]]
     return JsonResponse(reply, status=status)

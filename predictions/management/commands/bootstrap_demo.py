@@ -29,7 +29,13 @@ class Command(BaseCommand):
             self.stdout.write(f"Trained the digits model: held-out accuracy {accuracy:.3f}")
             try:
                 with open(path, "rb") as upload:
-                    prepared = services.version_prepare(upload=upload, labels=DIGIT_LABELS)
+                    prepared = services.version_prepare(
+                        upload=upload,
+                        labels=DIGIT_LABELS,
+                        resize=ModelVersion.Resize.FIT_INK,
+                        scale_min=0.0,
+                        scale_max=16.0,
+                    )
             except services.ModelValidationError as exc:
                 raise CommandError(f"The demo model did not validate: {exc}") from None
         if project is None:
@@ -38,12 +44,5 @@ class Command(BaseCommand):
                 name="Handwritten digits",
                 description="Draw a digit (0-9). A small CNN trained on scikit-learn's 8x8 digits.",
             )
-        version = services.version_create(
-            project=project,
-            prepared=prepared,
-            resize=ModelVersion.Resize.FIT_INK,
-            scale_min=0.0,
-            scale_max=16.0,
-            activate=True,
-        )
+        version = services.version_create(project=project, prepared=prepared, activate=True)
         self.stdout.write(f"Registered and activated {version}.")

@@ -40,26 +40,22 @@ class Command(BaseCommand):
     ):
         labels = _read_labels(labels_file) if labels_file else []
         project = Project.objects.filter(slug=slug).first()
+        preprocessing = {"resize": resize, "scale_min": scale[0], "scale_max": scale[1]}
         try:
             if file:
                 with open(file, "rb") as upload:
-                    prepared = services.version_prepare(upload=upload, labels=labels)
+                    prepared = services.version_prepare(
+                        upload=upload, labels=labels, **preprocessing
+                    )
             else:
-                prepared = services.version_prepare(s3_key=s3_key, labels=labels)
+                prepared = services.version_prepare(s3_key=s3_key, labels=labels, **preprocessing)
         except OSError as exc:
             raise CommandError(f"Cannot read {file}: {exc.strerror}.") from None
         except services.ModelValidationError as exc:
             raise CommandError(f"The model did not validate: {exc}") from None
         if project is None:
             project = Project.objects.create(slug=slug, name=name or slug)
-        version = services.version_create(
-            project=project,
-            prepared=prepared,
-            resize=resize,
-            scale_min=scale[0],
-            scale_max=scale[1],
-            activate=activate,
-        )
+        version = services.version_create(project=project, prepared=prepared, activate=activate)
         self.stdout.write(str(version.number))
 
 

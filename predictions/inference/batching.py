@@ -1,0 +1,132 @@
+"""Dynamic batching: frames from many connections share one `predict(batch)` call."""
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+
+import numpy as np
+
+_Item = tuple[np.ndarray, Future]
+
+
+class Batcher:
+    """Dynamic batching for one loaded model, shared by every connection of the process.
+
+    One worker thread takes the first queued input, then more until it has `max_batch_size`
+    or `max_wait_ms` have passed since the first (0: only what is already queued). Inputs of
+    different shapes or dtypes taken together run as separate batches, one per shape, so one
+    malformed input fails on its own instead of with its neighbours.
+    """
+
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        name: str = "model",
+    ):
+        if max_batch_size < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch_size must be at least 1 and max_wait_ms at least 0.")
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self._predict = predict
+        self._pending: deque[_Item] = deque()
+        self._condition = threading.Condition()
+        self._closed = False
+        self._batches_run = 0
+        self._frames_run = 0
+        self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def batches_run(self) -> int:
+        """How many times `predict` has been called."""
+        return self._batches_run
+
+    @property
+    def frames_run(self) -> int:
+        """How many inputs have been sent to `predict`."""
+        return self._frames_run
+
+    def submit(self, model_input: np.ndarray) -> Future:
+        """Queue one example; the future resolves to its row of the batch's output."""
+        future: Future = Future()
+        with self._condition:
+            if self._closed:
+                raise RuntimeError(
+                    f"The batcher for {self.name} is closed: the model was unloaded."
+                )
+            self._pending.append((np.asarray(model_input), future))
+            self._condition.notify()
+        return future
+
+    def close(self) -> None:
+        """Stop the worker, failing queued futures; a batch already running finishes first."""
+        with self._condition:
+            self._closed = True
+            queued = list(self._pending)
+            self._pending.clear()
+            self._condition.notify_all()
+        _fail(queued, RuntimeError("the model was unloaded"))
+        # A future's done-callback runs on the worker and may close the batcher itself.
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _work(self) -> None:
+        while (items := self._take()) is not None:
+            # Marking them running here is what makes a later cancel() fail, so none is lost.
+            items = [item for item in items if item[1].set_running_or_notify_cancel()]
+            groups: dict[tuple, list[_Item]] = {}
+            for item in items:
+                groups.setdefault((item[0].shape, item[0].dtype), []).append(item)
+            for group in groups.values():
+                self._run(group)
+
+    def _take(self) -> list[_Item] | None:
+        """Wait for the first input, then gather a batch; None once closed."""
+        with self._condition:
+            while not self._pending and not self._closed:
+                self._condition.wait()
+            if self._closed:
+                return None
+            deadline = time.monotonic() + self.max_wait
+            items = [self._pending.popleft()]
+            while len(items) < self.max_batch_size and not self._closed:
+                if self._pending:
+                    items.append(self._pending.popleft())
+                elif (remaining := deadline - time.monotonic()) > 0:
+                    self._condition.wait(remaining)
+                else:
+                    break
+            if not self._closed:
+                return items
+        _fail(items, RuntimeError("the model was unloaded"))
+        return None
+
+    def _run(self, group: list[_Item]) -> None:
+        try:
+            batch = np.stack([model_input for model_input, _ in group])
+            self._batches_run += 1
+            self._frames_run += len(group)
+            output = np.asarray(self._predict(batch))
+            rows = output.shape[0] if output.ndim else 0
+            if rows != len(group):
+                raise RuntimeError(
+                    f"The model returned {rows} output rows for a batch of {len(group)} inputs."
+                )
+        except Exception as exc:
+            for _, future in group:
+                future.set_exception(exc)
+            return
+        for i, (_, future) in enumerate(group):
+            future.set_result(output[i])
+
+
+def _fail(items: list[_Item], exc: Exception) -> None:
+    for _, future in items:
+        if future.set_running_or_notify_cancel():
+            future.set_exception(exc)
