@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DJANGO_DEBUG ?= true
 
-.PHONY: run test lint
+.PHONY: run test lint bench
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -29,3 +29,6 @@ lint: $(VENV)/.test-installed
 
 test: lint
 	$(VENV)/bin/pytest
+
+bench: $(VENV)/.test-installed
+	$(PYTHON) bench/run.py

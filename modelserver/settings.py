@@ -117,7 +117,8 @@ LITERT_THREADS = env.int("LITERT_THREADS", default=2)
 MAX_PENDING_FRAMES = env.int("MAX_PENDING_FRAMES", default=8)
 MAX_IMAGE_BYTES = env.int("MAX_IMAGE_BYTES", default=8 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env.int("MAX_IMAGE_PIXELS", default=25_000_000)
-DEFAULT_TOP_K = 5
+# A bare echo WebSocket at /ws/echo/, the floor of the transport for `make bench`.
+ECHO_WEBSOCKET = env.bool("ECHO_WEBSOCKET", default=False)
 # Raw request bodies (HTTP predict) may be an image of up to MAX_IMAGE_BYTES, base64-encoded.
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024
 

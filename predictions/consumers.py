@@ -136,3 +136,13 @@ def _text_frame_id(text: str | None):
     except ValueError:
         return None
     return data.get("id") if isinstance(data, dict) else None
+
+
+class EchoConsumer(AsyncWebsocketConsumer):
+    """Sends every frame straight back: the transport's own round trip, for `make bench`.
+
+    Routed only when `ECHO_WEBSOCKET` is true.
+    """
+
+    async def receive(self, text_data=None, bytes_data=None):
+        await self.send(text_data=text_data, bytes_data=bytes_data)
