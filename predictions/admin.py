@@ -80,7 +80,15 @@ class VersionInline(VersionColumns, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ["number", "status", "is_active", "input_shape", "labels_count", "sha256_prefix"]
+    fields = [
+        "number",
+        "status",
+        "is_active",
+        "runtime",
+        "input_shape",
+        "labels_count",
+        "sha256_prefix",
+    ]
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
@@ -110,6 +118,7 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
         "__str__",
         "status",
         "is_active",
+        "runtime",
         "source",
         "input_shape",
         "labels_count",
@@ -132,6 +141,9 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
         "resize",
         "scale_min",
         "scale_max",
+        "runtime",
+        "compiled_file",
+        "compiled_sha256",
         "status",
         "validation_message",
         "created_at",
