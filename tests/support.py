@@ -292,11 +292,21 @@ def manage(*args: str, env: dict, check: bool = True) -> subprocess.CompletedPro
 
 
 class DaphneServer:
-    """The ASGI app served by daphne on a free loopback port."""
+    """An ASGI app (the model server by default) served by daphne on a free loopback port;
+    `extra_args` are more daphne options."""
 
-    def __init__(self, env: dict, log_path: Path):
+    def __init__(
+        self,
+        env: dict,
+        log_path: Path,
+        *,
+        application: str = "modelserver.asgi:application",
+        extra_args: tuple[str, ...] = (),
+    ):
         self.env = env
         self.log_path = log_path
+        self.application = application
+        self.extra_args = tuple(extra_args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -306,7 +316,7 @@ class DaphneServer:
         self.log = open(self.log_path, "wb")  # closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-             "modelserver.asgi:application"],
+             *self.extra_args, self.application],
             cwd=PROJECT_DIR, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         wait_for(
