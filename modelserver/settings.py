@@ -85,6 +85,9 @@ if AWS_STORAGE_BUCKET_NAME:
     AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="") or None
     AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="") or None
     AWS_S3_FILE_OVERWRITE = False
+    # Downloads spill to a temporary file past 1 MiB instead of holding a whole model in memory
+    # (django-storages' default keeps it all in RAM, which the process then keeps).
+    AWS_S3_MAX_MEMORY_SIZE = 1024 * 1024
     AWS_DEFAULT_ACL = None
     MODEL_STORAGE = {"BACKEND": "storages.backends.s3.S3Storage"}
 else:

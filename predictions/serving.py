@@ -10,13 +10,13 @@ import functools
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 
 from . import metrics
-from .inference.cache import LoadedModel, ModelCache
+from .inference.cache import ModelCache
 from .inference.errors import (
     BAD_REQUEST,
     MODEL_UNAVAILABLE,
@@ -168,25 +168,28 @@ def _too_large(size: int) -> PredictionError:
     )
 
 
-def _prepare(parse, project: ProjectInfo) -> tuple[PreparedFrame, LoadedModel]:
-    """In the pool: parse, find the model (loading it once), decode and preprocess."""
+def _prepare(parse, project: ProjectInfo) -> tuple[PreparedFrame, Future, float]:
+    """In the pool: parse, find the model (loading it once), decode, preprocess, and hand the
+    input to the model's batcher straight from this thread (one hop fewer than via the loop)."""
     frame = parse()
     try:
         if project.model is None:
             raise ModelUnavailable("The project has no active model version.")
         loaded = model_cache().get(project.model)
-        return prepare_frame(frame, spec=project.model, limits=limits()), loaded
+        prepared = prepare_frame(frame, spec=project.model, limits=limits())
+        return prepared, loaded.batcher.submit(prepared.model_input), time.perf_counter()
     except PredictionError as exc:
         exc.frame_id = frame.id
         raise
+    except RuntimeError as exc:  # The batcher closed: the model was unloaded just now.
+        raise PredictionError(MODEL_UNAVAILABLE, str(exc), frame_id=frame.id) from None
 
 
 async def _answer(parse, frame_id, project: ProjectInfo, received: float, transport: str) -> dict:
     try:
-        prepared, loaded = await run_in_inference_pool(_prepare, parse, project)
-        submitted = time.perf_counter()
+        prepared, inference, submitted = await run_in_inference_pool(_prepare, parse, project)
         try:
-            output = await asyncio.wrap_future(loaded.batcher.submit(prepared.model_input))
+            output = await asyncio.wrap_future(inference)
         except Exception as exc:
             raise PredictionError(
                 MODEL_UNAVAILABLE, f"The model failed on this frame: {exc}"

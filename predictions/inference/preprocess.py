@@ -23,10 +23,10 @@ MIN_INK_COVERAGE = 0.3
 MAX_THICKENING = 4
 
 
-# scikit-image's anti-aliasing filter widens with the scale factor and holds the GIL, so big
-# images are first box-averaged by Pillow: to at least this many times the input size for
-# `stretch`, and to at most this many pixels on the longer side for `fit_ink` (drawings).
-STRETCH_REDUCE_TO = 2
+# Photos are resized by Pillow, whose resampling filter widens with the scale factor (so it
+# anti-aliases) and works on the 8-bit image: 640x480 to 224x224 takes about 1 ms, against about
+# 18 ms for scikit-image's Gaussian anti-aliasing on floats. Drawings (`fit_ink`) are first
+# brought to at most this many pixels on their longer side, then handled by scikit-image.
 FIT_INK_MAX_SIDE = 512
 
 
@@ -34,15 +34,12 @@ def image_to_input(image: Image.Image, spec: ModelSpec) -> np.ndarray:
     """Convert to the model's channels, resize to its input size, scale to its declared range."""
     height, width, channels = spec.input_shape
     if spec.resize == FIT_INK:
-        factor = max(image.size) // FIT_INK_MAX_SIDE
-        resize = _fit_ink
+        factor = max(1.0, max(image.size) / FIT_INK_MAX_SIDE)
+        size = (round(image.width / factor), round(image.height / factor))
+        resized = _fit_ink(_to_array(image, channels, size=size), height, width)
     else:
-        factor = min(
-            image.width // (width * STRETCH_REDUCE_TO), image.height // (height * STRETCH_REDUCE_TO)
-        )
-        resize = _resize
-    pixels = _to_array(image, channels, reduce_by=factor)
-    return _scale(resize(pixels, height, width), spec.scale_min, spec.scale_max)
+        resized = _to_array(image, channels, size=(width, height))
+    return _scale(resized, spec.scale_min, spec.scale_max)
 
 
 def pixels_to_input(pixels, spec: ModelSpec) -> np.ndarray:
@@ -72,23 +69,25 @@ def pixels_to_input(pixels, spec: ModelSpec) -> np.ndarray:
     return array
 
 
-def _to_array(image: Image.Image, channels: int, *, reduce_by: int = 1) -> np.ndarray:
-    """H x W x C float32 in 0..1, box-averaged `reduce_by` times smaller when that is 2 or more;
-    transparent areas become white, as on a page."""
+def _to_array(image: Image.Image, channels: int, *, size: tuple[int, int]) -> np.ndarray:
+    """H x W x C float32 in 0..1 at `size` (width, height); transparent areas become white,
+    as on a page."""
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, rgba)
     if image.mode.startswith("I"):
         # 16-bit grayscale: Pillow's convert("L") would clip it at 255 instead of scaling it.
-        array = np.asarray(image, dtype=np.float32)[..., np.newaxis] / 65535.0
-        return np.repeat(array, channels, axis=2) if channels > 1 else array
-    image = image.convert("L" if channels == 1 else "RGB")
-    if reduce_by >= 2:
-        image = image.reduce(reduce_by)
-    array = np.asarray(image, dtype=np.float32) / 255.0
+        image, full_scale = image.convert("F"), 65535.0
+    else:
+        image, full_scale = image.convert("L" if channels == 1 else "RGB"), 255.0
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    array = np.asarray(image, dtype=np.float32) / full_scale
     if array.ndim == 2:
         array = array[..., np.newaxis]
+    if array.shape[2] != channels:
+        array = np.repeat(array, channels, axis=2)
     return array
 
 
