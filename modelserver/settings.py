@@ -114,7 +114,7 @@ MODEL_CACHE_BYTES = env.int("MODEL_CACHE_BYTES", default=200 * 1024 * 1024)
 # batches gathered across connections (up to MAX_BATCH_SIZE frames, waiting at most
 # MAX_BATCH_WAIT_MS after the first) with LITERT_THREADS interpreter threads.
 INFERENCE_THREADS = env.int("INFERENCE_THREADS", default=2)
-MAX_BATCH_SIZE = env.int("MAX_BATCH_SIZE", default=8)
+MAX_BATCH_SIZE = env.int("MAX_BATCH_SIZE", default=4)
 MAX_BATCH_WAIT_MS = env.float("MAX_BATCH_WAIT_MS", default=0.0)
 LITERT_THREADS = env.int("LITERT_THREADS", default=2)
 MAX_PENDING_FRAMES = env.int("MAX_PENDING_FRAMES", default=8)
