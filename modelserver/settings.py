@@ -106,6 +106,8 @@ STORAGES = {
 MODEL_CACHE_DIR = env.path("MODEL_CACHE_DIR", default=BASE_DIR / "var" / "model-cache")
 # Validating and compiling a new version runs in a child process with this time limit (seconds).
 MODEL_CHECK_TIMEOUT = env.int("MODEL_CHECK_TIMEOUT", default=300)
+# A `.keras` archive that unpacks to more than this is refused before anything reads it.
+MODEL_MAX_UNPACKED_BYTES = env.int("MODEL_MAX_UNPACKED_BYTES", default=1024**3)
 # Loaded models per process: least recently used ones are unloaded past this many bytes of
 # model artifacts (a LiteRT model's resident memory is close to its file size).
 MODEL_CACHE_BYTES = env.int("MODEL_CACHE_BYTES", default=200 * 1024 * 1024)

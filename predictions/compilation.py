@@ -13,8 +13,9 @@ from pathlib import Path
 
 from django.conf import settings
 
+from .inference.archive import check_keras_archive
 from .inference.compile import compile_in_child
-from .inference.validation import ModelValidationError, check_keras_archive, check_labels
+from .inference.validation import ModelValidationError, check_labels
 from .storage import file_cache
 
 
@@ -32,7 +33,8 @@ def check_and_compile(
     *, path: Path, sha256: str, labels: list[str], scale: tuple[float, float]
 ) -> CompileReport:
     """Validate a cached model file and compile it to LiteRT; raises `ModelValidationError`."""
-    check_keras_archive(str(path))  # cheap, and before anything loads the file
+    # Cheap, and before anything loads the file.
+    check_keras_archive(str(path), max_uncompressed_bytes=settings.MODEL_MAX_UNPACKED_BYTES)
     cache = file_cache()
     report_path = cache.directory / f"{sha256}.check-{scale[0]:g}-{scale[1]:g}.json"
     if report_path.exists():

@@ -150,7 +150,7 @@ def test_add_by_s3_key(admin_client, project, trained, s3_storage):
 @pytest.mark.parametrize(
     ("model", "labels", "reason"),
     [
-        ("lambda_model", "", "Keras could not load the model safely"),
+        ("lambda_model", "", "`Lambda` layer"),
         ("h5", "", "This is an HDF5 (.h5) file"),
         ("not_a_model", "", "lacks config.json"),
         ("two_inputs", "", "takes 2 inputs"),

@@ -71,7 +71,7 @@ def test_register_existing_s3_key(outside, trained):
 
 @pytest.mark.parametrize(
     ("model", "reason"),
-    [("lambda_model", "could not load the model safely"), ("h5", "HDF5")],
+    [("lambda_model", "`Lambda` layer"), ("h5", "HDF5")],
 )
 def test_a_model_that_fails_validation_exits_nonzero_with_one_line(outside, trained, model, reason):
     env, _, _ = outside

@@ -79,7 +79,7 @@ def test_version_numbers_count_up(project, trained):
 @pytest.mark.parametrize(
     ("model", "labels", "message"),
     [
-        ("lambda_model", [], "Keras could not load the model safely"),
+        ("lambda_model", [], "`Lambda` layer"),
         ("two_inputs", [], "takes 2 inputs"),
         ("h5", [], "HDF5"),
         ("not_a_model", [], "lacks config.json"),

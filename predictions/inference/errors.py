@@ -36,3 +36,7 @@ class ModelUnavailable(PredictionError):
 
 def error_reply(frame_id, code: str, message: str) -> dict:
     return {"type": "error", "id": frame_id, "code": code, "message": message}
+
+
+class ModelValidationError(ValueError):
+    """A model file that cannot be served; the message says why, in words."""

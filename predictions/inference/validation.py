@@ -1,19 +1,15 @@
 """Checking a model file before it may be served."""
 
 import time
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .archive import check_keras_archive
+from .errors import ModelValidationError
 from .runtime import KerasRuntime, ModelFormatError
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-KERAS_ARCHIVE_MEMBERS = {"config.json", "metadata.json"}
-
-
-class ModelValidationError(ValueError):
-    """The file cannot be served; the message says why, in words."""
+__all__ = ["ModelInspection", "ModelValidationError", "check_labels", "inspect_model_file"]
 
 
 @dataclass(frozen=True)
@@ -66,28 +62,6 @@ def check_labels(output_shape: tuple[int, ...], labels: list[str]) -> None:
     if output_shape[0] != len(labels):
         raise ModelValidationError(
             f"The model has {output_shape[0]} outputs but {len(labels)} labels were given."
-        )
-
-
-def check_keras_archive(path: str) -> None:
-    """A Keras 3 `.keras` zip with its config; checked before anything loads the file."""
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-    if head == HDF5_SIGNATURE:
-        raise ModelValidationError(
-            "This is an HDF5 (.h5) file; only Keras 3 `.keras` archives are accepted."
-        )
-    if not zipfile.is_zipfile(path):
-        raise ModelValidationError("The file is not a `.keras` archive (a zip file).")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-    except zipfile.BadZipFile as exc:
-        raise ModelValidationError(f"The `.keras` archive is damaged: {exc}") from None
-    missing = KERAS_ARCHIVE_MEMBERS - names
-    if missing:
-        raise ModelValidationError(
-            f"The archive is not a `.keras` model: it lacks {', '.join(sorted(missing))}."
         )
 
 
