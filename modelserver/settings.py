@@ -120,6 +120,8 @@ MAX_BATCH_SIZE = env.int("MAX_BATCH_SIZE", default=4)
 MAX_BATCH_WAIT_MS = env.float("MAX_BATCH_WAIT_MS", default=0.0)
 LITERT_THREADS = env.int("LITERT_THREADS", default=2)
 MAX_PENDING_FRAMES = env.int("MAX_PENDING_FRAMES", default=8)
+# Per connection, on average (bursts of two seconds' worth pass); 0 turns the limit off.
+MAX_FRAMES_PER_SECOND = env.float("MAX_FRAMES_PER_SECOND", default=100)
 MAX_IMAGE_BYTES = env.int("MAX_IMAGE_BYTES", default=8 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env.int("MAX_IMAGE_PIXELS", default=25_000_000)
 # A bare echo WebSocket at /ws/echo/, the floor of the transport for `make bench`.

@@ -32,6 +32,7 @@ class PredictionConsumer(AsyncWebsocketConsumer):
         self.group = project_group_name(self.slug)
         self.binary_frames = 0
         self.pending = 0
+        self.rate = RateLimit(settings.MAX_FRAMES_PER_SECOND)
         self.replies: asyncio.Queue = asyncio.Queue()
         self.sender: asyncio.Task | None = None
 
@@ -73,11 +74,16 @@ class PredictionConsumer(AsyncWebsocketConsumer):
             frame_id = self.binary_frames
             self.binary_frames += 1
         if self.pending >= settings.MAX_PENDING_FRAMES:
-            if bytes_data is None:
-                frame_id = _text_frame_id(text_data)
             message = (
                 f"Too many frames waiting ({self.pending}); wait for replies before sending more."
             )
+        elif not self.rate.allow():
+            message = f"Over {self.rate.per_second:g} frames a second; send fewer frames."
+        else:
+            message = None
+        if message:
+            if bytes_data is None:
+                frame_id = _text_frame_id(text_data)
             await self._queue_reply(error_reply(frame_id, BUSY, message))
             metrics.observe_error(BUSY, project=self.slug, transport="websocket")
             return
@@ -122,6 +128,29 @@ class PredictionConsumer(AsyncWebsocketConsumer):
                 if counted:
                     self.pending -= 1
             await self.send(text_data=json.dumps(reply))
+
+
+class RateLimit:
+    """A token bucket: `per_second` frames a second on average, bursts of two seconds' worth."""
+
+    BURST_SECONDS = 2.0
+
+    def __init__(self, per_second: float):
+        self.per_second = per_second
+        self.tokens = per_second * self.BURST_SECONDS
+        self.updated = time.monotonic()
+
+    def allow(self) -> bool:
+        if self.per_second <= 0:  # no limit
+            return True
+        now = time.monotonic()
+        capacity = self.per_second * self.BURST_SECONDS
+        self.tokens = min(capacity, self.tokens + (now - self.updated) * self.per_second)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 def _query_token(scope) -> str | None:

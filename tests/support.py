@@ -162,9 +162,11 @@ class SeaweedS3:
         self.process: subprocess.Popen | None = None
         self.endpoint = ""
 
-    def start(self) -> None:
+    def start(self, *, base: int | None = None) -> None:
+        """Start on free ports, or on `base` again (a restart keeps its data and address)."""
         weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-        base = self._pick_base_port()
+        base = base or self._pick_base_port()
+        self.base = base
         (self.folder / "data").mkdir(exist_ok=True)
         command = [
             weed, "server", f"-dir={self.folder / 'data'}", "-ip=127.0.0.1",
@@ -174,7 +176,7 @@ class SeaweedS3:
             "-volume.max=100", "-master.volumeSizeLimitMB=64",
             "-s3", f"-s3.port={base + 3}", "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]  # fmt: skip
-        self.log = open(self.folder / "weed.log", "wb")  # closed in stop()
+        self.log = open(self.folder / "weed.log", "ab")  # closed in stop()
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
         self.endpoint = f"http://127.0.0.1:{base + 3}"
         self.probe_bucket = f"probe-{uuid.uuid4().hex[:8]}"

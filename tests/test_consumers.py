@@ -205,3 +205,20 @@ async def test_activation_swaps_the_model_on_open_connections(socket, trained):
     await socket.send_to(bytes_data=encode(solid_image("red"), "PNG"))
     reply = await receive(socket)
     assert (reply["model_version"], reply["labels"][0]["label"]) == (2, "R")
+
+
+async def test_frames_over_the_rate_limit_are_busy(socket, settings):
+    settings.MAX_FRAMES_PER_SECOND = 5  # read when a connection opens
+    limited = await connect("/ws/projects/colors/")
+    try:
+        await receive(limited)
+        for index in range(15):
+            await limited.send_json_to({"id": index, "pixels": [[0]]})
+        replies = [await receive(limited) for _ in range(15)]
+    finally:
+        await limited.disconnect()
+    busy = [reply for reply in replies if reply["code"] == "busy"]
+    assert [reply["id"] for reply in replies] == list(range(15))
+    assert len(busy) >= 4 and all("frames a second" in reply["message"] for reply in busy)
+    # The other frames were answered on their merits (wrong shape for this model).
+    assert {reply["code"] for reply in replies} == {"busy", "bad_shape"}

@@ -34,7 +34,12 @@ class ModelCache:
     loaded artifacts' sizes add up to more than `budget_bytes` (the newest always stays).
 
     Concurrent first requests for one model wait on the same load instead of loading twice.
+    A failed load (storage unreachable, say) is retried with exponential backoff, from
+    RETRY_FIRST_S to RETRY_MAX_S; frames in between get `model_unavailable` at once.
     """
+
+    RETRY_FIRST_S = 1.0
+    RETRY_MAX_S = 30.0
 
     def __init__(
         self,
@@ -51,6 +56,7 @@ class ModelCache:
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._guard = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
+        self._retry_at: dict[str, tuple[float, float]] = {}  # key -> (monotonic time, delay)
 
     def get(self, spec: ModelSpec) -> LoadedModel:
         """The loaded model for a version, loading it on first use; raises `ModelUnavailable`."""
@@ -64,8 +70,14 @@ class ModelCache:
             with self._guard:
                 if key in self._loaded:
                     return self._loaded[key]
-            loaded = self._load_and_warm(key, spec)
+            self._wait_for_retry(key)
+            try:
+                loaded = self._load_and_warm(key, spec)
+            except ModelUnavailable:
+                self._schedule_retry(key)
+                raise
             with self._guard:
+                self._retry_at.pop(key, None)
                 self._loaded[key] = loaded
                 evicted = self._evict()
             for model in evicted:
@@ -81,6 +93,19 @@ class ModelCache:
             models, self._loaded = list(self._loaded.values()), OrderedDict()
         for model in models:
             model.close()
+
+    def _wait_for_retry(self, key: str) -> None:
+        retry_at, _ = self._retry_at.get(key, (0.0, 0.0))
+        remaining = retry_at - time.monotonic()
+        if remaining > 0:
+            raise ModelUnavailable(
+                f"The model could not be loaded just now; the server retries in {remaining:.0f} s."
+            )
+
+    def _schedule_retry(self, key: str) -> None:
+        _, delay = self._retry_at.get(key, (0.0, 0.0))
+        delay = min(self.RETRY_MAX_S, delay * 2 if delay else self.RETRY_FIRST_S)
+        self._retry_at[key] = (time.monotonic() + delay, delay)
 
     def _evict(self) -> list[LoadedModel]:
         evicted = []

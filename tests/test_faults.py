@@ -1,0 +1,96 @@
+"""Faults: the model storage going away and coming back, a download cut half-way."""
+
+import io
+
+import numpy as np
+import pytest
+
+from predictions import selectors, services, serving
+from predictions.inference.cache import ModelCache
+from predictions.inference.errors import ModelUnavailable
+from predictions.models import Project
+from predictions.storage import file_cache
+from tests import support
+from tests.support import COLOR_LABELS
+
+
+@pytest.fixture
+def own_s3(tmp_path_factory, settings):
+    """A SeaweedFS of this test's own, so that it can be stopped and started again."""
+    server = support.SeaweedS3(tmp_path_factory.mktemp("own-seaweedfs"))
+    server.start()
+    bucket = server.create_bucket()
+    settings.AWS_STORAGE_BUCKET_NAME = bucket.name
+    settings.AWS_S3_ENDPOINT_URL = server.endpoint
+    settings.AWS_ACCESS_KEY_ID = settings.AWS_SECRET_ACCESS_KEY = "test"
+    settings.AWS_S3_REGION_NAME = "us-east-1"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "models": {"BACKEND": "storages.backends.s3.S3Storage"},
+    }
+    yield server
+    server.stop()
+
+
+@pytest.mark.django_db
+def test_storage_outage_is_model_unavailable_then_recovers_by_itself(
+    trained, own_s3, monkeypatch, tmp_path, settings
+):
+    project = Project.objects.create(slug="colors", name="Colours")
+    with open(trained.colors, "rb") as upload:
+        version = services.version_register(project=project, upload=upload, labels=COLOR_LABELS)
+    spec = selectors.version_spec(version)
+    # A fresh local cache: the server must fetch the artifact from S3.
+    settings.MODEL_CACHE_DIR = tmp_path / "fresh-cache"
+    monkeypatch.setattr(ModelCache, "RETRY_FIRST_S", 0.5)
+    cache = ModelCache(
+        budget_bytes=10**9, load=serving.load_runtime, max_batch_size=4, max_wait_ms=0
+    )
+
+    own_s3.stop()
+    with pytest.raises(ModelUnavailable, match="cannot be fetched"):
+        cache.get(spec)
+    with pytest.raises(ModelUnavailable, match="retries in"):
+        cache.get(spec)  # backing off: no new attempt
+    assert not any(file_cache().directory.glob("*.tflite"))
+    assert not any(file_cache().directory.glob("*.part"))
+
+    own_s3.start(base=own_s3.base)
+    loaded = support.wait_for(
+        lambda: _get_or_none(cache, spec), timeout=60, what="the model after S3 came back"
+    )
+    output = loaded.batcher.submit(np.ones((16, 16, 3), np.float32)).result(timeout=30)
+    assert output.shape == (3,)
+    cache.clear()
+
+
+def _get_or_none(cache, spec):
+    try:
+        return cache.get(spec)
+    except ModelUnavailable:
+        return None
+
+
+class CutStream(io.RawIOBase):
+    """A download that breaks after `limit` bytes: a fault a real server will not produce on
+    demand, so this stream stands in for the connection."""
+
+    def __init__(self, data: bytes, limit: int):
+        self.data, self.limit, self.position = data, limit, 0
+
+    def read(self, size=-1):
+        if self.position >= self.limit:
+            raise ConnectionResetError("connection reset by peer")
+        chunk = self.data[
+            self.position : min(self.limit, self.position + (size if size > 0 else 1 << 20))
+        ]
+        self.position += len(chunk)
+        return chunk
+
+
+def test_a_download_cut_half_way_leaves_nothing_at_the_cache_path(trained, tmp_path):
+    cache = type(file_cache())(tmp_path / "cache")
+    data = trained.colors.read_bytes()
+    with pytest.raises(ConnectionResetError):
+        cache.add(CutStream(data, len(data) // 2))
+    assert list((tmp_path / "cache").iterdir()) == []
