@@ -65,7 +65,11 @@ def check_and_compile(
 def _run_child(path: Path, scale: tuple[float, float]) -> dict:
     with tempfile.TemporaryDirectory(prefix="compile-") as out_dir:
         report = compile_in_child(
-            str(path), out_dir, scale=scale, timeout=settings.MODEL_CHECK_TIMEOUT
+            str(path),
+            out_dir,
+            scale=scale,
+            timeout=settings.MODEL_CHECK_TIMEOUT,
+            memory_bytes=settings.MODEL_CHECK_MEMORY_BYTES,
         )
         compiled = report.pop("compiled_path", None)
         if compiled:

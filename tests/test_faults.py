@@ -7,7 +7,7 @@ import pytest
 
 from predictions import selectors, services, serving
 from predictions.inference.cache import ModelCache
-from predictions.inference.errors import ModelUnavailable
+from predictions.inference.errors import ModelUnavailable, ModelValidationError
 from predictions.models import Project
 from predictions.storage import file_cache
 from tests import support
@@ -94,3 +94,25 @@ def test_a_download_cut_half_way_leaves_nothing_at_the_cache_path(trained, tmp_p
     with pytest.raises(ConnectionResetError):
         cache.add(CutStream(data, len(data) // 2))
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+@pytest.mark.django_db
+def test_the_check_runs_within_its_memory_and_time_limits(trained, settings):
+    """A model check that needs more memory than it may have is stopped and refused in words;
+    the version in service stays."""
+    project = Project.objects.create(slug="colors", name="Colours")
+    with open(trained.colors, "rb") as upload:
+        good = services.version_register(
+            project=project, upload=upload, labels=COLOR_LABELS, activate=True
+        )
+    settings.MODEL_CHECK_MEMORY_BYTES = 300 * 1024**2  # TensorFlow alone needs more
+    settings.MODEL_CHECK_TIMEOUT = 20
+    with open(trained.colors, "rb") as upload, pytest.raises(ModelValidationError) as refused:
+        # Another input range: a new check, not the cached report of the first one.
+        services.version_register(
+            project=project, upload=upload, labels=COLOR_LABELS, scale_min=0.0, scale_max=2.0
+        )
+    message = str(refused.value)
+    assert "memory limit of 300 MB" in message or "check failed" in message
+    project.refresh_from_db()
+    assert project.active_version == good

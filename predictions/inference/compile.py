@@ -11,6 +11,7 @@ A model that does not convert is still valid: it is then served through Keras.
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +25,10 @@ SECRET_PREFIXES = ("AWS_", "DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL")
 
 
 def compile_in_child(
-    source: str, out_dir: str, *, scale: tuple[float, float], timeout: float
+    source: str, out_dir: str, *, scale: tuple[float, float], timeout: float, memory_bytes: int
 ) -> dict:
-    """Run `compile_model` in a child process without secrets; returns its report.
+    """Run `compile_model` in a child process without secrets, within `timeout` seconds and
+    `memory_bytes` of data memory; returns its report.
 
     Raises `ModelValidationError` when the child times out or dies without a report.
     """
@@ -39,17 +41,30 @@ def compile_in_child(
     ]  # fmt: skip
     try:
         child = subprocess.run(
-            command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout
+            command,
+            cwd=PROJECT_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=lambda: _limit_memory(memory_bytes),
         )
     except subprocess.TimeoutExpired:
         raise ModelValidationError(
-            f"Checking the model took longer than {timeout:.0f} s."
+            f"Checking the model took longer than {timeout:.0f} s "
+            f"(or stalled at its memory limit of {memory_bytes >> 20} MB)."
         ) from None
     lines = child.stdout.strip().splitlines()
     if child.returncode != 0 or not lines:
         tail = " ".join(child.stderr.strip().splitlines()[-1:]) or f"exit {child.returncode}"
         raise ModelValidationError(f"The model check failed: {tail}")
     return json.loads(lines[-1])
+
+
+def _limit_memory(memory_bytes: int) -> None:
+    # RLIMIT_DATA caps what the child can allocate (heap and private mappings) while leaving
+    # TensorFlow's large address-space reservations alone, which RLIMIT_AS would break.
+    resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
 
 
 def compile_model(source: str, out_dir: str, *, scale: tuple[float, float]) -> dict:
