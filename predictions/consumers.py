@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from . import metrics, selectors, serving
+from . import metrics, selectors, serving, shutdown
 from .inference.errors import BUSY, error_reply
 from .services import project_group_name
 
@@ -48,6 +48,7 @@ class PredictionConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.project = project
+        shutdown.track(self)
         metrics.WEBSOCKETS.inc()
         self.sender = asyncio.create_task(self._send_replies())
         self._preload()

@@ -7,6 +7,7 @@ WebSocket and urllib for HTTP, as scripts and pages would use them.
 import base64
 import json
 import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -247,3 +248,27 @@ def test_activation_from_another_process_reaches_open_connections(live, trained)
         socket.send(encode(solid_image("red"), "PNG"))
         reply = receive(socket)
     assert (reply["model_version"], reply["labels"][0]["label"]) == (2, "R")
+
+
+def test_sigterm_closes_sockets_cleanly_and_exits(live, tmp_path):
+    """A deploy's SIGTERM: open sockets get a close frame (not a drop) and daphne exits in time."""
+    server = support.DaphneServer(live.env, tmp_path / "sigterm.log")
+    server.start()
+    try:
+        sockets = [live_ws(server) for _ in range(3)]
+        for socket in sockets:
+            receive(socket)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        for socket in sockets:
+            with pytest.raises(ConnectionClosed):
+                socket.recv(timeout=TIMEOUT)
+            assert socket.close_code == 1000
+        server.process.wait(timeout=25)
+        assert time.monotonic() - started < 25
+    finally:
+        server.stop()
+
+
+def live_ws(server):
+    return connect(f"{server.ws_url}/ws/projects/colors/", open_timeout=TIMEOUT)
