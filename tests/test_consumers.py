@@ -222,3 +222,30 @@ async def test_frames_over_the_rate_limit_are_busy(socket, settings):
     assert len(busy) >= 4 and all("frames a second" in reply["message"] for reply in busy)
     # The other frames were answered on their merits (wrong shape for this model).
     assert {reply["code"] for reply in replies} == {"busy", "bad_shape"}
+
+
+async def test_a_client_leaving_mid_inference_leaks_nothing(socket, colors):
+    """Threads and tasks come back to where they were after clients vanish with frames in
+    flight; the process keeps serving."""
+    import asyncio
+    import threading
+
+    noise = np.random.default_rng(1).integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    frame = encode(Image.fromarray(noise), "PNG")
+
+    async def clients_leave(count):
+        for _ in range(count):
+            leaving = await connect("/ws/projects/colors/")
+            await receive(leaving)
+            for _ in range(6):
+                await leaving.send_to(bytes_data=frame)
+            await leaving.disconnect()
+        await asyncio.sleep(2)  # the frames in flight finish or are dropped
+
+    await clients_leave(1)  # thread pools grow to their size on first use
+    threads, tasks = threading.active_count(), len(asyncio.all_tasks())
+    await clients_leave(5)
+    assert threading.active_count() == threads
+    assert len(asyncio.all_tasks()) <= tasks
+    await socket.send_to(bytes_data=encode(solid_image("red"), "PNG"))
+    assert (await receive(socket))["labels"][0]["label"] == "red"

@@ -5,6 +5,7 @@ WebSocket and urllib for HTTP, as scripts and pages would use them.
 """
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -254,8 +255,9 @@ def test_sigterm_closes_sockets_cleanly_and_exits(live, tmp_path):
     """A deploy's SIGTERM: open sockets get a close frame (not a drop) and daphne exits in time."""
     server = support.DaphneServer(live.env, tmp_path / "sigterm.log")
     server.start()
-    try:
-        sockets = [live_ws(server) for _ in range(3)]
+    with contextlib.ExitStack() as stack:
+        stack.callback(server.stop)
+        sockets = [stack.enter_context(live_ws(server)) for _ in range(3)]
         for socket in sockets:
             receive(socket)
         started = time.monotonic()
@@ -266,8 +268,6 @@ def test_sigterm_closes_sockets_cleanly_and_exits(live, tmp_path):
             assert socket.close_code == 1000
         server.process.wait(timeout=25)
         assert time.monotonic() - started < 25
-    finally:
-        server.stop()
 
 
 def live_ws(server):
