@@ -255,6 +255,7 @@ def start_backends(folder: Path, stack: contextlib.ExitStack) -> tuple[dict, sup
         ECHO_WEBSOCKET="true",
         DJANGO_DEBUG="false",
         DJANGO_SECRET_KEY=SECRET_KEY,
+        DJANGO_SECURE_SSL_REDIRECT="false",  # plain HTTP on loopback
         **passthrough,
     )
     support.manage("migrate", "--noinput", env=env)

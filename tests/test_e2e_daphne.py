@@ -68,6 +68,7 @@ def live(tmp_path_factory, s3_server, trained):
             s3=bucket,
             DJANGO_DEBUG="false",
             DJANGO_SECRET_KEY="e2e-secret-key-" + "x" * 40,
+            DJANGO_SECURE_SSL_REDIRECT="false",  # plain HTTP on loopback
             MAX_IMAGE_PIXELS=MAX_IMAGE_PIXELS,
             MAX_PENDING_FRAMES=4,
         )
