@@ -9,7 +9,7 @@ export DJANGO_DEBUG ?= true
 DAPHNE_FLAGS := --websocket-max-message-size 1048576 --websocket-max-frame-size 1048576 \
 	--ping-interval 20 --ping-timeout 30 --application-close-timeout 10
 
-.PHONY: run test lint bench
+.PHONY: run test lint bench soak
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -36,3 +36,6 @@ test: lint
 
 bench: $(VENV)/.test-installed
 	$(PYTHON) bench/run.py
+
+soak: $(VENV)/.test-installed
+	$(PYTHON) bench/soak.py
