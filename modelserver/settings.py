@@ -68,7 +68,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "predictions.channel_layer.ResilientRedisChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL]},
         }
     }
