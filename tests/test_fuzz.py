@@ -41,6 +41,16 @@ images = st.one_of(
 @pytest.fixture
 def project(db, trained):
     """The project as the serving path holds it: a snapshot, no database needed after this."""
+    return _register(trained)
+
+
+@pytest.fixture
+def committed_project(transactional_db, trained):
+    """For the HTTP path, which reads the project from another thread."""
+    return _register(trained)
+
+
+def _register(trained):
     created = Project.objects.create(slug="fuzz", name="Fuzz")
     with open(trained.colors, "rb") as upload:
         services.version_register(
@@ -94,3 +104,37 @@ def test_memory_stays_bounded_over_many_bad_frames(project):
         )
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 50
+
+
+http_bodies = st.one_of(
+    images,
+    frames.map(lambda frame: json.dumps(frame).encode()),
+    st.text(max_size=200).map(str.encode),
+)
+content_types = st.sampled_from(
+    ["image/png", "image/jpeg", "application/json", "text/plain", "application/octet-stream",
+     "application/xml", "multipart/form-data; boundary=x", ""]
+)  # fmt: skip
+
+
+@FUZZ
+@given(body=http_bodies, content_type=content_types)
+def test_http_bodies(committed_project, body, content_type):
+    from django.test import AsyncClient
+
+    async def post():
+        return await AsyncClient().post(
+            "/api/projects/fuzz/predict", body, content_type=content_type
+        )
+
+    response = asyncio.run(post())
+    reply = response.json()
+    check(reply)
+    expected = 200 if reply["type"] == "prediction" else serving_status(reply["code"])
+    assert response.status_code == expected
+
+
+def serving_status(code: str) -> int:
+    from predictions.inference.errors import HTTP_STATUS
+
+    return HTTP_STATUS[code]
