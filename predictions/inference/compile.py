@@ -9,9 +9,11 @@ A model that does not convert is still valid: it is then served through Keras.
 """
 
 import argparse
+import functools
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +38,7 @@ def compile_in_child(
 
     env = {key: value for key, value in os.environ.items() if not key.startswith(SECRET_PREFIXES)}
     command = [
-        sys.executable, "-m", "predictions.inference.compile", source, out_dir,
+        *network_isolation(), sys.executable, "-m", "predictions.inference.compile", source, out_dir,
         "--scale", str(scale[0]), str(scale[1]),
     ]  # fmt: skip
     try:
@@ -59,6 +61,18 @@ def compile_in_child(
         tail = " ".join(child.stderr.strip().splitlines()[-1:]) or f"exit {child.returncode}"
         raise ModelValidationError(f"The model check failed: {tail}")
     return json.loads(lines[-1])
+
+
+@functools.cache
+def network_isolation() -> list[str]:
+    """`unshare --net` (a network namespace with nothing in it) where this process may make one,
+    as root in a container; elsewhere, a Heroku dyno say, the child keeps the network but has
+    no credentials, and the config walk already refuses the layers that would fetch."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return []
+    probe = subprocess.run([unshare, "--net", "true"], capture_output=True, check=False)
+    return [unshare, "--net"] if probe.returncode == 0 else []
 
 
 def _limit_memory(memory_bytes: int) -> None:
