@@ -139,3 +139,24 @@ def test_the_model_check_child_has_no_network():
         plain = subprocess.run([sys.executable, "-c", probe], capture_output=True)
     assert plain.returncode == 0
     assert isolated.returncode != 0 and b"unreachable" in isolated.stderr
+
+
+@pytest.mark.django_db
+def test_a_stored_file_that_changed_is_not_served(trained, settings, tmp_path):
+    """The registered sha256 is checked after every download."""
+    from predictions.models import model_storage
+
+    project = Project.objects.create(slug="colors", name="Colours")
+    with open(trained.colors, "rb") as upload:
+        version = services.version_register(project=project, upload=upload, labels=COLOR_LABELS)
+    storage = model_storage()
+    storage.delete(version.compiled_file)
+    storage.save(version.compiled_file, io.BytesIO(b"not the registered artifact"))
+    settings.MODEL_CACHE_DIR = tmp_path / "fresh-cache"
+    cache = ModelCache(
+        budget_bytes=10**9, load=serving.load_runtime, max_batch_size=4, max_wait_ms=0
+    )
+
+    with pytest.raises(ModelUnavailable, match="does not match its registered sha256"):
+        cache.get(selectors.version_spec(version))
+    assert not any((tmp_path / "fresh-cache").glob("*.tflite"))

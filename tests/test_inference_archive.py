@@ -139,3 +139,26 @@ def test_missing_config_and_broken_json_are_refused(trained, tmp_path):
 def test_real_keras_models_pass(trained, digits_model_path):
     check_keras_archive(str(trained.colors))
     check_keras_archive(str(digits_model_path))
+
+
+@pytest.mark.parametrize("kind", ["external-dataset", "external-link"])
+def test_weights_that_reach_outside_the_file_are_refused(trained, tmp_path, kind):
+    import h5py
+
+    with zipfile.ZipFile(trained.colors) as archive:
+        (tmp_path / "weights.h5").write_bytes(archive.read("model.weights.h5"))
+    with h5py.File(tmp_path / "weights.h5", "a") as weights:
+        if kind == "external-dataset":
+            weights.create_dataset(
+                "stolen", shape=(8,), dtype="u1", external=[("/etc/hostname", 0, 8)]
+            )
+        else:
+            weights["stolen"] = h5py.ExternalLink("/etc/secret.h5", "/data")
+    path = rewrite(
+        trained.colors,
+        tmp_path / "bad.keras",
+        drop={"model.weights.h5"},
+        extra_members=[("model.weights.h5", (tmp_path / "weights.h5").read_bytes())],
+    )
+    with pytest.raises(ModelValidationError, match="reach outside the model file"):
+        check_keras_archive(str(path))

@@ -3,8 +3,10 @@
 Keras `safe_mode` only blocks `Lambda` deserialization and has been bypassed repeatedly
 (CVE-2025-1550: a config naming any module; CVE-2025-9906: a config that calls
 `enable_unsafe_deserialization`; CVE-2026-1462: `TFSMLayer` loading a foreign SavedModel;
-CVE-2025-12058: lookup layers reading vocabulary files or URLs). So the archive's layout and
-its whole `config.json` are checked here first, with nothing but `zipfile` and `json`.
+CVE-2025-12058: lookup layers reading vocabulary files or URLs), and an HDF5 weights file can
+point at other files (external datasets and links). So the archive's layout, its whole
+`config.json` and the structure of `model.weights.h5` are checked here first, with `zipfile`,
+`json` and `h5py` (which reads the structure without following any of it).
 """
 
 import json
@@ -48,6 +50,9 @@ def check_keras_archive(
             if config_info.file_size > MAX_CONFIG_BYTES:
                 raise ArchiveError("The archive's config.json is too large to be a model config.")
             config_text = archive.read(config_info).decode("utf-8")
+            if "model.weights.h5" in archive.namelist():
+                with archive.open("model.weights.h5") as weights:
+                    _check_weights(weights)
     except zipfile.BadZipFile as exc:
         raise ArchiveError(f"The `.keras` archive is damaged: {exc}") from None
     except UnicodeDecodeError:
@@ -81,6 +86,32 @@ def _check_members(members: list[zipfile.ZipInfo], max_uncompressed_bytes: int) 
         raise ArchiveError(
             f"The archive unpacks to {total} bytes; the limit is {max_uncompressed_bytes}."
         )
+
+
+def _check_weights(weights) -> None:
+    """No dataset or link in the weights may reach outside the file."""
+    import h5py
+
+    try:
+        handle = h5py.File(weights, "r")
+    except OSError as exc:
+        raise ArchiveError(
+            f"The archive's model.weights.h5 is not a readable HDF5 file: {exc}"
+        ) from None
+    with handle:
+        found: list[str] = []
+
+        def visit(name, link):
+            if isinstance(link, h5py.ExternalLink | h5py.SoftLink):
+                found.append(f"{name} (a link to {link.path!r})")
+                return
+            item = handle.get(name)
+            if isinstance(item, h5py.Dataset) and (item.external or item.is_virtual):
+                found.append(f"{name} (data kept in another file)")
+
+        handle.visititems_links(visit)
+    if found:
+        raise ArchiveError(f"The weights reach outside the model file: {found[0]}; refused.")
 
 
 def _check_config(node, where: str = "config") -> None:
