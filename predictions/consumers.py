@@ -11,6 +11,7 @@ from django.conf import settings
 
 from . import metrics, selectors, serving, shutdown
 from .inference.errors import BUSY, error_reply
+from .origins import origin_allowed
 from .services import project_group_name
 
 CLOSE_FORBIDDEN = 4403
@@ -39,6 +40,10 @@ class PredictionConsumer(AsyncWebsocketConsumer):
         # Join the group before reading the active version, so no swap falls in between.
         await self.channel_layer.group_add(self.group, self.channel_name)
         project = await database_sync_to_async(selectors.project_get_info)(slug=self.slug)
+        origins = project.allowed_origins if project else ()
+        if not origin_allowed(_header(self.scope, b"origin"), project_origins=origins):
+            await self.close()  # before accept: the handshake is refused (HTTP 403)
+            return
         # Accept first: a close code only reaches the client on an accepted socket.
         await self.accept()
         if project is None:
@@ -152,6 +157,13 @@ class RateLimit:
             return False
         self.tokens -= 1
         return True
+
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 def _query_token(scope) -> str | None:

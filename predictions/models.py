@@ -1,7 +1,9 @@
 """Projects and the model versions registered for them."""
 
 import secrets
+from urllib.parse import urlsplit
 
+from django.core.exceptions import ValidationError
 from django.core.files.storage import storages
 from django.db import models
 
@@ -9,6 +11,20 @@ from django.db import models
 def model_storage():
     """The storage that holds model files: S3 when configured, a local folder otherwise."""
     return storages["models"]
+
+
+def validate_origins(value: str) -> None:
+    """One `scheme://host[:port]` a line, http or https, nothing after the host."""
+    for line in value.split():
+        parsed = urlsplit(line)
+        if (
+            parsed.scheme not in ("http", "https")
+            or not parsed.netloc
+            or parsed.path not in ("", "/")
+        ):
+            raise ValidationError(
+                f"{line!r} is not a web origin: write it as https://host or https://host:port."
+            )
 
 
 def new_project_token() -> str:
@@ -27,6 +43,12 @@ class Project(models.Model):
         max_length=64,
         default=new_project_token,
         help_text="Clients of a private project send it as ?token= or 'Authorization: Bearer'.",
+    )
+    allowed_origins = models.TextField(
+        blank=True,
+        validators=[validate_origins],
+        help_text="Web origins whose pages may open this project's WebSocket besides this "
+        "server's own, one a line, e.g. https://app.example.com",
     )
     active_version = models.ForeignKey(
         "ModelVersion",

@@ -1,20 +1,26 @@
-"""The WebSocket Origin check: browsers must come from this site; scripts send no Origin."""
+"""The WebSocket Origin check: browsers must come from this site or from one of the project's
+allowed origins; scripts send no Origin.
+
+Browsers always send an Origin, so a page on another site is refused unless the project lists
+it. Scripts send none (and could forge one anyway): private projects rely on their token.
+"""
+
+from urllib.parse import urlsplit
 
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 
 
-class BrowserOriginValidator(OriginValidator):
-    """channels' Origin check against `ALLOWED_HOSTS`, letting clients without an Origin through.
+def origin_allowed(origin: str | None, *, project_origins: tuple[str, ...] = ()) -> bool:
+    """Whether a WebSocket handshake's Origin header may open a connection."""
+    if origin is None:
+        return True
+    if normalise(origin) in project_origins:
+        return True
+    # channels' own matching of an Origin against host patterns such as ALLOWED_HOSTS.
+    return OriginValidator(None, settings.ALLOWED_HOSTS).valid_origin(urlsplit(origin))
 
-    Browsers always send an Origin, so a page on another site is refused. Scripts send none
-    (and could forge one anyway): private projects rely on their token, checked in `connect()`.
-    """
 
-    def __init__(self, application):
-        super().__init__(application, settings.ALLOWED_HOSTS)
-
-    def valid_origin(self, parsed_origin):
-        if parsed_origin is None:
-            return True
-        return super().valid_origin(parsed_origin)
+def normalise(origin: str) -> str:
+    """`https://App.example.com/` -> `https://app.example.com`."""
+    return origin.strip().rstrip("/").lower()

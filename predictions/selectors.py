@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from .inference.spec import ModelSpec
 from .models import ModelVersion, Project
+from .origins import normalise
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,7 @@ class ProjectInfo:
     is_public: bool
     token: str
     model: ModelSpec | None
+    allowed_origins: tuple[str, ...] = ()
 
     def token_matches(self, token: str | None) -> bool:
         """Public projects take anyone; private ones need their exact token."""
@@ -57,6 +59,7 @@ def project_info(project: Project) -> ProjectInfo:
         is_public=project.is_public,
         token=project.token,
         model=version_spec(version) if version else None,
+        allowed_origins=tuple(normalise(origin) for origin in project.allowed_origins.split()),
     )
 
 

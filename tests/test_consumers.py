@@ -249,3 +249,35 @@ async def test_a_client_leaving_mid_inference_leaks_nothing(socket, colors):
     assert len(asyncio.all_tasks()) <= tasks
     await socket.send_to(bytes_data=encode(solid_image("red"), "PNG"))
     assert (await receive(socket))["labels"][0]["label"] == "red"
+
+
+async def test_a_project_may_allow_pages_of_other_sites(trained):
+    def with_origins():
+        project = register("widget", trained.colors)
+        project.allowed_origins = "https://App.example.com/\nhttp://localhost:5173"
+        project.full_clean()
+        project.save()
+
+    await database_sync_to_async(with_origins)()
+
+    async def opens(path, origin):
+        communicator = WebsocketCommunicator(application, path, headers=[(b"origin", origin)])
+        connected, _ = await communicator.connect(timeout=TIMEOUT)
+        await communicator.disconnect()
+        return connected
+
+    assert await opens("/ws/projects/widget/", b"https://app.example.com")
+    assert await opens("/ws/projects/widget/", b"http://localhost:5173")
+    assert await opens("/ws/projects/widget/", b"http://127.0.0.1:8000")  # this server's own
+    assert not await opens("/ws/projects/widget/", b"https://evil.example")
+    # Another project does not inherit the list.
+    await database_sync_to_async(register)("other", trained.colors)
+    assert not await opens("/ws/projects/other/", b"https://app.example.com")
+
+
+def test_allowed_origins_must_be_origins(db):
+    from django.core.exceptions import ValidationError
+
+    project = Project(slug="x", name="x", allowed_origins="https://ok.example\nftp://nope/path")
+    with pytest.raises(ValidationError, match="is not a web origin"):
+        project.full_clean()
