@@ -22,6 +22,10 @@ logger = logging.getLogger(__name__)
 CHUNK_BYTES = 1024 * 1024
 
 
+class HashMismatch(ValueError):
+    """A downloaded file is not the one that was registered."""
+
+
 class ModelFileCache:
     """Local copies of model files, named `<sha256><suffix>` (`.keras`, `.tflite`)."""
 
@@ -40,23 +44,23 @@ class ModelFileCache:
                 return target
             try:
                 with model_storage().open(name, "rb") as remote:
-                    path, actual, _ = self.add(remote, suffix=suffix)
-            except ModelUnavailable:
-                raise
+                    path, _, _ = self.add(remote, suffix=suffix, expected_sha256=sha256)
+            except HashMismatch:
+                raise ModelUnavailable(
+                    f"The stored model file {name} does not match its registered sha256."
+                ) from None
             except Exception as exc:  # boto3, the filesystem: any failure to read the file.
                 logger.warning("could not fetch model file %s: %s", name, exc)
                 raise ModelUnavailable(
                     f"The model file cannot be fetched from the model storage right now ({exc})."
                 ) from None
-            if actual != sha256:
-                path.unlink(missing_ok=True)
-                raise ModelUnavailable(
-                    f"The stored model file {name} does not match its registered sha256."
-                )
             return path
 
-    def add(self, stream: BinaryIO, *, suffix: str = ".keras") -> tuple[Path, str, int]:
-        """Copy a file object into the cache; returns (path, sha256, size)."""
+    def add(
+        self, stream: BinaryIO, *, suffix: str = ".keras", expected_sha256: str | None = None
+    ) -> tuple[Path, str, int]:
+        """Copy a file object into the cache; returns (path, sha256, size). With
+        `expected_sha256`, a file whose hash differs never reaches the cache (HashMismatch)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
@@ -68,6 +72,8 @@ class ModelFileCache:
                     size += len(chunk)
                     out.write(chunk)
             sha256 = digest.hexdigest()
+            if expected_sha256 is not None and sha256 != expected_sha256:
+                raise HashMismatch(f"expected sha256 {expected_sha256}, got {sha256}")
             target = self._path(sha256, suffix)
             os.replace(temp_name, target)
         except BaseException:
