@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .errors import one_line
+
 PARITY_ATOL = 1e-4
 PARITY_RTOL = 1e-3
 PARITY_INPUTS = 4
@@ -100,7 +102,7 @@ def compile_model(source: str, out_dir: str, *, scale: tuple[float, float]) -> d
     try:
         compiled, parity = _convert_and_check(inspection, out_dir, scale)
     except Exception as exc:  # Any conversion failure leaves the Keras path.
-        report["message"] += f" Not compiled to LiteRT ({_one_line(exc)}): served through Keras."
+        report["message"] += f" Not compiled to LiteRT ({one_line(exc)}): served through Keras."
         return report
     report.update(runtime="litert", compiled_path=str(compiled))
     report["message"] += (
@@ -135,11 +137,6 @@ def _convert_and_check(inspection, out_dir, scale) -> tuple[Path, float]:
         if np.any(expected.argmax(1)[clear] != actual.argmax(1)[clear]):
             raise ValueError("LiteRT's top-1 class differs from Keras's")
     return target, float(difference.max())
-
-
-def _one_line(exc: Exception) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def main() -> None:

@@ -40,3 +40,9 @@ def error_reply(frame_id, code: str, message: str) -> dict:
 
 class ModelValidationError(ValueError):
     """A model file that cannot be served; the message says why, in words."""
+
+
+def one_line(exc: Exception) -> str:
+    """An exception's text on one line of at most 300 characters, for messages to people."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .archive import check_keras_archive
-from .errors import ModelValidationError
+from .errors import ModelValidationError, one_line
 from .runtime import KerasRuntime, ModelFormatError
 
 __all__ = ["ModelInspection", "ModelValidationError", "check_labels", "inspect_model_file"]
@@ -30,7 +30,7 @@ def inspect_model_file(path: str) -> ModelInspection:
         raise ModelValidationError(str(exc)) from None
     except Exception as exc:  # Keras raises many types for a file it cannot load.
         raise ModelValidationError(
-            f"Keras could not load the model safely: {_one_line(exc)}"
+            f"Keras could not load the model safely: {one_line(exc)}"
         ) from None
 
     blank = np.zeros((1, *runtime.input_shape), dtype=np.float32)
@@ -38,7 +38,7 @@ def inspect_model_file(path: str) -> ModelInspection:
     try:
         output = runtime.predict(blank)
     except Exception as exc:
-        raise ModelValidationError(f"The model failed on a blank input: {_one_line(exc)}") from None
+        raise ModelValidationError(f"The model failed on a blank input: {one_line(exc)}") from None
     elapsed_ms = (time.perf_counter() - started) * 1000
     if not np.isfinite(output).all():
         raise ModelValidationError("The model's output on a blank input is not finite.")
@@ -63,8 +63,3 @@ def check_labels(output_shape: tuple[int, ...], labels: list[str]) -> None:
         raise ModelValidationError(
             f"The model has {output_shape[0]} outputs but {len(labels)} labels were given."
         )
-
-
-def _one_line(exc: Exception) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
