@@ -2,6 +2,7 @@
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from .inference.spec import ModelSpec
 from .models import ModelVersion, Project
@@ -17,6 +18,7 @@ class ProjectInfo:
     token: str
     model: ModelSpec | None
     allowed_origins: tuple[str, ...] = ()
+    updated_at: datetime | None = None
 
     def token_matches(self, token: str | None) -> bool:
         """Public projects take anyone; private ones need their exact token."""
@@ -60,6 +62,7 @@ def project_info(project: Project) -> ProjectInfo:
         token=project.token,
         model=version_spec(version) if version else None,
         allowed_origins=tuple(normalise(origin) for origin in project.allowed_origins.split()),
+        updated_at=project.updated_at,
     )
 
 

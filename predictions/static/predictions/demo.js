@@ -1,86 +1,223 @@
-// The plain demo page: draw or upload an image, send it over the WebSocket, show the labels.
-const demo = document.getElementById("demo");
-const statusLine = document.getElementById("status");
-const labelList = document.getElementById("labels");
-const timing = document.getElementById("timing");
-const errorLine = document.getElementById("error");
-const canvas = document.getElementById("canvas");
-const ctx = canvas.getContext("2d");
+// The demo page: webcam, upload and drawing, all sent through the embeddable client.
+import { connect } from "./modelserver.js";
 
-const token = new URLSearchParams(location.search).get("token");
-const scheme = location.protocol === "https:" ? "wss" : "ws";
-let url = `${scheme}://${location.host}/ws/projects/${demo.dataset.slug}/`;
-if (token) url += `?token=${encodeURIComponent(token)}`;
+const $ = (id) => document.getElementById(id);
+const demo = $("demo");
+const slug = demo.dataset.slug;
+const TOKEN_KEY = `modelserver-token:${slug}`;
+const CAMERA_INTERVAL_MS = 100; // at most 10 frames/s, fewer when replies lag
 
-let socket = null;
-let retryDelay = 500;
-const sentAt = [];  // send times of frames awaiting replies, oldest first
+// --- Connection -------------------------------------------------------------------------------
+
+const token = new URLSearchParams(location.search).get("token") ?? sessionStorage.getItem(TOKEN_KEY);
+const client = connect(location.origin, slug, { token, maxInFlight: 2 });
 
 function setStatus(state, text) {
-  statusLine.dataset.state = state;
-  statusLine.textContent = text;
+  $("status").dataset.state = state;
+  $("status").textContent = text;
 }
 
 function describeModel(model) {
   if (!model) return "no model in service yet";
   const [h, w, c] = model.input_shape;
-  return `model version ${model.version}, input ${h}x${w}x${c}`;
+  const labels = model.labels.length ? `${model.labels.length} labels` : "raw outputs";
+  return `version ${model.version}, ${labels}, input ${h}x${w}x${c}`;
 }
 
-function connect() {
-  socket = new WebSocket(url);
-  socket.binaryType = "arraybuffer";
-  socket.onmessage = (event) => {
-    const message = JSON.parse(event.data);
-    if (message.type === "ready") {
-      retryDelay = 500;
-      setStatus("open", `Connected: ${describeModel(message.model)}`);
-    } else if (message.type === "model_changed") {
-      setStatus("open", `Model changed: ${describeModel(message.model)}`);
-    } else if (message.type === "prediction" || message.type === "error") {
-      const rtt = performance.now() - (sentAt.shift() ?? performance.now());
-      timing.textContent = `Round trip ${rtt.toFixed(0)} ms`;
-      if (message.type === "prediction") showPrediction(message);
-      else errorLine.textContent = `${message.code}: ${message.message}`;
-    }
-  };
-  socket.onclose = (event) => {
-    sentAt.length = 0;
-    if (event.code === 4403) return setStatus("closed", "This project is private: add ?token=… to the address.");
-    if (event.code === 4404) return setStatus("closed", "No such project.");
-    setStatus("closed", `Disconnected; retrying in ${(retryDelay / 1000).toFixed(1)} s`);
-    setTimeout(connect, retryDelay);
-    retryDelay = Math.min(retryDelay * 2, 10000);
-  };
+client.addEventListener("state", ({ detail }) => {
+  if (detail.state === "connecting") setStatus("connecting", "Connecting…");
+  if (detail.state === "reconnecting" && detail.retryInMs !== undefined) {
+    setStatus("reconnecting", `Disconnected; reconnecting in ${(detail.retryInMs / 1000).toFixed(1)} s…`);
+  } else if (detail.state === "reconnecting") {
+    setStatus("reconnecting", "Reconnecting…");
+  }
+  if (detail.state === "closed") setStatus("closed", detail.message ?? "Disconnected.");
+});
+
+client.addEventListener("ready", ({ detail }) => {
+  setStatus("open", `Connected: ${describeModel(detail.model)}`);
+  $("token-form").hidden = true;
+  $("model-info").textContent = `Model ${describeModel(detail.model)}`;
+  if (client.token) sessionStorage.setItem(TOKEN_KEY, client.token);
+});
+
+client.addEventListener("model_changed", ({ detail }) => {
+  $("notice").textContent = `Model changed: now ${describeModel(detail.model)}.`;
+  $("model-info").textContent = `Model ${describeModel(detail.model)}`;
+  setStatus("open", `Connected: ${describeModel(detail.model)}`);
+});
+
+client.addEventListener("error", ({ detail }) => {
+  if (detail.code === "forbidden") {
+    sessionStorage.removeItem(TOKEN_KEY);
+    $("token-form").hidden = false;
+    $("token-input").focus();
+  }
+});
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  client.token = $("token-input").value.trim();
+  client.open();
+});
+
+if (demo.dataset.public === "false" && !token) {
+  $("token-form").hidden = false;
 }
 
-function showPrediction(message) {
-  errorLine.textContent = "";
-  labelList.replaceChildren();
-  const rows = message.labels ?? [{ label: JSON.stringify(message.outputs), score: NaN }];
-  for (const { label, score } of rows) {
-    const item = document.createElement("li");
-    item.textContent = Number.isNaN(score) ? label : `${label}: ${(score * 100).toFixed(1)}%`;
-    labelList.append(item);
+// --- Answers ----------------------------------------------------------------------------------
+
+const replyTimes = []; // when recent replies arrived, for frames per second
+
+async function send(input, options) {
+  try {
+    show(await client.predict(input, options));
+  } catch (error) {
+    if (error.code === "disconnected" || error.code === "closed") return;
+    $("error").textContent = `${describeError(error)}`;
   }
 }
 
-function send(data) {
-  if (!socket || socket.readyState !== WebSocket.OPEN) return;
-  sentAt.push(performance.now());
-  socket.send(data);
+function describeError(error) {
+  const what = {
+    bad_image: "The server could not read this image",
+    too_large: "The image is too large",
+    bad_request: "The request was malformed",
+    bad_shape: "The input does not fit the model",
+    model_unavailable: "The model is not available right now",
+    busy: "The server is busy; frames were dropped",
+  }[error.code];
+  return what ? `${what}: ${error.message}` : error.message;
 }
 
-// Drawing: dark strokes on a white canvas; a frame after each stroke.
+function show(reply) {
+  $("error").textContent = "";
+  const list = $("labels");
+  list.dataset.modelVersion = reply.model_version;
+  list.replaceChildren(
+    ...(reply.labels ?? []).map(({ label, score }) => {
+      const item = document.createElement("li");
+      const name = Object.assign(document.createElement("span"), { className: "label", textContent: label });
+      const bar = Object.assign(document.createElement("span"), { className: "bar" });
+      bar.style.setProperty("--score", score);
+      const value = Object.assign(document.createElement("span"), {
+        className: "score",
+        textContent: `${(score * 100).toFixed(1)}%`,
+      });
+      item.append(name, bar, value);
+      return item;
+    }),
+  );
+  if (reply.outputs) {
+    const item = document.createElement("li");
+    item.textContent = `Outputs: ${JSON.stringify(reply.outputs)}`;
+    list.append(item);
+  }
+  const now = performance.now();
+  replyTimes.push(now);
+  while (replyTimes.length && now - replyTimes[0] > 3000) replyTimes.shift();
+  $("rtt").textContent = `Round trip ${reply.roundTripMs.toFixed(0)} ms`;
+  $("fps").textContent = replyTimes.length > 1 ? `· ${(((replyTimes.length - 1) * 1000) / (now - replyTimes[0])).toFixed(1)} frames/s` : "";
+  $("rtt").dataset.replies = String(Number($("rtt").dataset.replies ?? 0) + 1);
+}
+
+// --- Modes ------------------------------------------------------------------------------------
+
+function selectMode(mode) {
+  for (const tab of document.querySelectorAll("[role=tab]")) tab.setAttribute("aria-selected", String(tab.dataset.mode === mode));
+  for (const pane of document.querySelectorAll(".pane")) pane.hidden = pane.dataset.mode !== mode;
+  if (mode !== "webcam") stopCamera();
+  demo.dataset.mode = mode;
+}
+for (const tab of document.querySelectorAll("[role=tab]")) tab.addEventListener("click", () => selectMode(tab.dataset.mode));
+selectMode(demo.dataset.mode);
+
+// --- Webcam: a frame every CAMERA_INTERVAL_MS while fewer than two wait for replies ----------
+
+const video = $("camera-video");
+let stream = null;
+let cameraTimer = null;
+
+async function startCamera(deviceId) {
+  stopCamera();
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({
+      video: deviceId ? { deviceId: { exact: deviceId } } : { facingMode: "environment" },
+      audio: false,
+    });
+  } catch (error) {
+    $("error").textContent = `The camera could not be opened: ${error.message}`;
+    return;
+  }
+  video.srcObject = stream;
+  $("camera-toggle").textContent = "Stop camera";
+  await listCameras(stream.getVideoTracks()[0]?.getSettings().deviceId);
+  cameraTimer = setInterval(() => {
+    if (video.readyState >= 2 && client.state === "open" && client.pending < 2) {
+      send(video, { type: "image/jpeg", quality: 0.8, maxSide: 640 });
+    }
+  }, CAMERA_INTERVAL_MS);
+}
+
+function stopCamera() {
+  clearInterval(cameraTimer);
+  cameraTimer = null;
+  for (const track of stream?.getTracks() ?? []) track.stop();
+  stream = null;
+  video.srcObject = null;
+  $("camera-toggle").textContent = "Start camera";
+}
+
+async function listCameras(currentId) {
+  const cameras = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+  $("camera-choice").hidden = cameras.length < 2;
+  $("camera-select").replaceChildren(
+    ...cameras.map((camera, i) => new Option(camera.label || `Camera ${i + 1}`, camera.deviceId, false, camera.deviceId === currentId)),
+  );
+}
+
+$("camera-toggle").addEventListener("click", () => (stream ? stopCamera() : startCamera()));
+$("camera-select").addEventListener("change", (event) => startCamera(event.target.value));
+if (!navigator.mediaDevices?.getUserMedia) {
+  $("camera-toggle").disabled = true;
+  $("camera-toggle").textContent = "No camera access on this page (it needs HTTPS)";
+}
+
+// --- Upload: choose or drop an image -----------------------------------------------------------
+
+function sendFile(file) {
+  if (!file) return;
+  $("preview").src = URL.createObjectURL(file);
+  send(file);
+}
+$("upload").addEventListener("change", (event) => sendFile(event.target.files[0]));
+const dropzone = $("dropzone");
+dropzone.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  dropzone.classList.add("over");
+});
+dropzone.addEventListener("dragleave", () => dropzone.classList.remove("over"));
+dropzone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dropzone.classList.remove("over");
+  sendFile(event.dataTransfer.files[0]);
+});
+
+// --- Draw: dark strokes on a white canvas, a frame after each stroke -----------------------------
+
+const canvas = $("canvas");
+const ctx = canvas.getContext("2d");
 function clearCanvas() {
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
+  $("labels").replaceChildren();
 }
 ctx.lineWidth = 18;
 ctx.lineCap = "round";
 ctx.lineJoin = "round";
 ctx.strokeStyle = "#000";
 clearCanvas();
+
 let drawing = false;
 function point(event) {
   const box = canvas.getBoundingClientRect();
@@ -91,27 +228,19 @@ canvas.addEventListener("pointerdown", (event) => {
   canvas.setPointerCapture(event.pointerId);
   ctx.beginPath();
   ctx.moveTo(...point(event));
+  ctx.lineTo(...point(event));
+  ctx.stroke();
 });
 canvas.addEventListener("pointermove", (event) => {
   if (!drawing) return;
   ctx.lineTo(...point(event));
   ctx.stroke();
 });
-canvas.addEventListener("pointerup", () => {
-  drawing = false;
-  canvas.toBlob((blob) => blob.arrayBuffer().then(send), "image/png");
-});
-document.getElementById("clear").addEventListener("click", () => {
-  clearCanvas();
-  labelList.replaceChildren();
-});
-
-// Upload: show the image and send its bytes as they are.
-document.getElementById("upload").addEventListener("change", async (event) => {
-  const file = event.target.files[0];
-  if (!file) return;
-  document.getElementById("preview").src = URL.createObjectURL(file);
-  send(await file.arrayBuffer());
-});
-
-connect();
+for (const type of ["pointerup", "pointercancel"]) {
+  canvas.addEventListener(type, () => {
+    if (!drawing) return;
+    drawing = false;
+    send(canvas, { type: "image/png" });
+  });
+}
+$("clear").addEventListener("click", clearCanvas);
