@@ -2,6 +2,7 @@
 
 from django import forms
 from django.contrib import admin, messages
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -70,6 +71,10 @@ class VersionColumns:
     def labels_count(self, version):
         return len(version.labels)
 
+    @admin.display(description="size", ordering="size_bytes")
+    def size(self, version):
+        return filesizeformat(version.size_bytes)
+
     @admin.display(description="sha256")
     def sha256_prefix(self, version):
         return version.sha256[:12]
@@ -87,7 +92,9 @@ class VersionInline(VersionColumns, admin.TabularInline):
         "runtime",
         "input_shape",
         "labels_count",
+        "size",
         "sha256_prefix",
+        "validation_message",
     ]
     readonly_fields = fields
 
@@ -122,7 +129,7 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
         "source",
         "input_shape",
         "labels_count",
-        "size_bytes",
+        "size",
         "sha256_prefix",
         "created_at",
     ]

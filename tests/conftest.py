@@ -23,6 +23,10 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_terminal_summary(terminalreporter):
+    from tests.browser import SCREENSHOT_DIR
+
+    if SCREENSHOT_DIR.exists():
+        terminalreporter.write_line(f"Browser screenshots: {SCREENSHOT_DIR}")
     if os.environ.get("CI") == "true" and _skipped:
         terminalreporter.write_line(
             f"CI=true: {len(_skipped)} test(s) skipped, which fails the run: {', '.join(_skipped)}",

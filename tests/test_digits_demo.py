@@ -5,8 +5,6 @@ Each digit is drawn as thick pen strokes on a 280x280 canvas, sent through the s
 random: the drawings are fixed and the model's training is seeded.
 """
 
-import math
-
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -15,6 +13,7 @@ from predictions.inference.images import decode_image
 from predictions.inference.preprocess import image_to_input
 from predictions.inference.runtime import KerasRuntime
 from predictions.inference.spec import ModelSpec
+from tests.drawings import strokes_on_canvas
 from tests.support import encode
 
 CANVAS = 280
@@ -33,51 +32,11 @@ SPEC = ModelSpec(
 )
 
 
-# --- Drawing: strokes in a glyph box, x and y in 0..1 with y pointing down. --------------------
-
-
-def _arc(cx, cy, rx, ry, start, end, steps=24):
-    """Points along an ellipse from `start` to `end` degrees (0 = right, 90 = down)."""
-    return [
-        (
-            cx + rx * math.cos(math.radians(start + (end - start) * i / steps)),
-            cy + ry * math.sin(math.radians(start + (end - start) * i / steps)),
-        )
-        for i in range(steps + 1)
-    ]
-
-
-STROKES = {
-    0: [_arc(0.5, 0.5, 0.42, 0.5, -90, 270, steps=48)],
-    1: [[(0.2, 0.22), (0.55, 0.0), (0.55, 1.0)]],
-    2: [[*_arc(0.5, 0.27, 0.4, 0.27, 190, 380), (0.08, 1.0), (0.95, 1.0)]],
-    3: [_arc(0.48, 0.25, 0.4, 0.25, 200, 450) + _arc(0.48, 0.74, 0.44, 0.26, -90, 160)],
-    4: [[(0.68, 1.0), (0.68, 0.0), (0.05, 0.66), (0.95, 0.66)]],
-    5: [[(0.88, 0.0), (0.2, 0.0), (0.14, 0.45), *_arc(0.5, 0.7, 0.4, 0.3, -140, 150)]],
-    6: [[(0.8, 0.02), (0.45, 0.25), *_arc(0.5, 0.7, 0.4, 0.3, 200, 560, steps=40)]],
-    7: [[(0.05, 0.0), (0.95, 0.0), (0.35, 1.0)]],
-    8: [
-        _arc(0.5, 0.24, 0.34, 0.24, 90, 450, steps=36),
-        _arc(0.5, 0.74, 0.42, 0.26, -90, 270, steps=36),
-    ],
-    9: [[*_arc(0.5, 0.3, 0.4, 0.3, 0, 360, steps=36), (0.9, 0.3), (0.85, 1.0)]],
-}
-
-
 def draw_digit(digit, *, ink, paper, box_height=0.65, centre=(0.5, 0.5), width=20):
-    """Draw `digit` with a round pen `width` pixels wide on a CANVAS x CANVAS image.
-
-    The glyph box is `box_height` of the canvas high and 0.7 of that wide, centred at `centre`
-    (fractions of the canvas), as a person fills most of a drawing box.
-    """
+    """Draw `digit` with a round pen `width` pixels wide on a CANVAS x CANVAS image."""
     image = Image.new("L", (CANVAS, CANVAS), paper)
     draw = ImageDraw.Draw(image)
-    height = box_height * CANVAS
-    glyph_width = 0.7 * height
-    left = centre[0] * CANVAS - glyph_width / 2
-    top = centre[1] * CANVAS - height / 2
-    for stroke in STROKES[digit]:
-        points = [(left + x * glyph_width, top + y * height) for x, y in stroke]
+    for points in strokes_on_canvas(digit, CANVAS, box_height=box_height, centre=centre):
         draw.line(points, fill=ink, width=width, joint="curve")
         # Round pen ends, as a real pen leaves.
         for x, y in (points[0], points[-1]):

@@ -130,7 +130,6 @@ function selectMode(mode) {
   demo.dataset.mode = mode;
 }
 for (const tab of document.querySelectorAll("[role=tab]")) tab.addEventListener("click", () => selectMode(tab.dataset.mode));
-selectMode(demo.dataset.mode);
 
 // --- Webcam: a frame every CAMERA_INTERVAL_MS while fewer than two wait for replies ----------
 
@@ -244,3 +243,5 @@ for (const type of ["pointerup", "pointercancel"]) {
   });
 }
 $("clear").addEventListener("click", clearCanvas);
+
+selectMode(demo.dataset.mode);

@@ -1,0 +1,405 @@
+"""The pages in a real browser: Debian's chromium (headless, fake camera) driven by Playwright,
+against a live daphne process with its own database and models in a real S3 server.
+
+Each test leaves a screenshot in tests/browser.SCREENSHOT_DIR (test-artifacts/screenshots).
+"""
+
+import re
+
+import pytest
+
+from tests import browser, support
+from tests.drawings import strokes_on_canvas
+from tests.support import COLOR_LABELS, COLORS, encode, solid_image
+
+pytestmark = pytest.mark.skipif(bool(browser.missing()), reason=browser.missing() or "")
+
+TOKEN = "page-token-1234"
+ADMIN = ("admin", "admin-password-1")
+OTHER_HOSTS = ("allowed.test", "refused.test")
+WAIT_MS = 30_000
+MIN_DIGITS_RIGHT = 7
+
+
+class Site:
+    def __init__(self, server, env, other_port):
+        self.server, self.env, self.other_port = server, env, other_port
+        self.url = server.url
+
+    def manage(self, *args):
+        return support.manage(*args, env=self.env)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, s3_server, trained, digits_model_path):
+    """daphne with production settings: `colors` (stretch), `digits` (fit_ink, the demo's model),
+    `secret` (private), an admin user, and `colors` allowing http://allowed.test:<port>."""
+    folder = tmp_path_factory.mktemp("browser")
+    bucket = s3_server.create_bucket()
+    (folder / "colors.txt").write_text("\n".join(COLOR_LABELS))
+    (folder / "digits.txt").write_text("\n".join("0123456789"))
+    other_port = support.free_port()
+    with support.OutsideDatabase(folder) as database_url:
+        env = support.outside_env(
+            database_url=database_url,
+            folder=folder,
+            s3=bucket,
+            DJANGO_DEBUG="false",
+            DJANGO_SECRET_KEY="browser-secret-key-" + "x" * 40,
+            DJANGO_SECURE_SSL_REDIRECT="false",  # plain HTTP on loopback
+            MAX_PENDING_FRAMES=4,
+            DJANGO_SUPERUSER_USERNAME=ADMIN[0],
+            DJANGO_SUPERUSER_PASSWORD=ADMIN[1],
+            DJANGO_SUPERUSER_EMAIL="admin@example.com",
+        )
+        support.manage("migrate", "--noinput", env=env)
+        support.manage("createsuperuser", "--noinput", env=env)
+        for slug in ("colors", "secret"):
+            support.manage(
+                "register_model", slug, "--file", str(trained.colors),
+                "--labels-file", str(folder / "colors.txt"), "--activate", env=env,
+            )  # fmt: skip
+        support.manage(
+            "register_model", "digits", "--file", str(digits_model_path),
+            "--labels-file", str(folder / "digits.txt"), "--resize", "fit_ink",
+            "--scale", "0", "16", "--name", "Handwritten digits", "--activate", env=env,
+        )  # fmt: skip
+        script = (
+            "from predictions.models import Project;"
+            f"Project.objects.filter(slug='secret').update(is_public=False, token='{TOKEN}');"
+            "Project.objects.filter(slug='colors').update("
+            f"allowed_origins='http://allowed.test:{other_port}')"
+        )
+        support.manage("shell", "-c", script, env=env)
+        server = support.DaphneServer(env, folder / "daphne.log")
+        server.start()
+        try:
+            yield Site(server, env, other_port)
+        finally:
+            server.stop()
+            print(server.log_text()[-3000:])
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    # Red for a second, then blue: the labels must follow the picture.
+    clip = browser.write_y4m(
+        tmp_path_factory.mktemp("camera") / "clip.y4m", [COLORS["red"], COLORS["blue"]]
+    )
+    with sync_playwright() as playwright:
+        chromium = browser.launch(playwright, camera_clip=clip, other_hosts=OTHER_HOSTS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(chromium):
+    context = chromium.new_context(viewport={"width": 1100, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(context, request):
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    browser.screenshot(page, request.node.name)
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def open_demo(page, site, slug, query=""):
+    page.goto(f"{site.url}/projects/{slug}/{query}")
+    page.wait_for_selector("#status[data-state=open]")
+
+
+def replies(page) -> int:
+    return int(page.locator("#rtt").get_attribute("data-replies") or 0)
+
+
+def wait_for_replies(page, count: int) -> None:
+    page.wait_for_function(
+        "n => Number(document.querySelector('#rtt').dataset.replies || 0) >= n", arg=count
+    )
+
+
+def top_label(page) -> str:
+    return page.locator("#labels li .label").first.inner_text()
+
+
+# --- The pages ---------------------------------------------------------------------------------
+
+
+def test_the_index_lists_public_projects_with_their_models(page, site):
+    page.goto(site.url + "/")
+    items = page.locator(".projects li")
+    slugs = sorted(items.evaluate_all("items => items.map(item => item.dataset.slug)"))
+    assert slugs == ["colors", "digits"]  # `secret` is private
+    digits = page.locator(".projects li[data-slug=digits]")
+    assert re.search(r"version 1, 10 labels, input 8x8x1, updated", digits.inner_text())
+    digits.get_by_role("link").click()
+    page.wait_for_url("**/projects/digits/")
+    assert page.locator("#status").inner_text().startswith(("Connecting", "Connected"))
+
+
+def test_webcam_labels_follow_the_camera_and_keep_updating(page, site):
+    open_demo(page, site, "colors")
+    assert page.locator("#pane-webcam").is_visible()  # a photo model opens on the webcam
+    page.click("#camera-toggle")
+    wait_for_replies(page, 3)
+    seen, start = set(), replies(page)
+    for _ in range(40):  # about 6 s: the clip alternates red and blue every second
+        seen.add(top_label(page))
+        page.wait_for_timeout(150)
+    assert {"red", "blue"} <= seen, seen
+    assert replies(page) - start >= 10
+    assert re.fullmatch(r"Round trip \d+ ms", page.locator("#rtt").inner_text())
+    assert re.search(r"[\d.]+ frames/s", page.locator("#fps").inner_text())
+    bars = page.locator("#labels li").count()
+    assert bars == 3
+    browser.screenshot(page, "webcam-live")
+    page.click("#camera-toggle")  # stop: no more frames
+    page.wait_for_timeout(500)
+    stopped = replies(page)
+    page.wait_for_timeout(700)
+    assert replies(page) == stopped
+
+
+def test_drawn_digits_are_recognised(page, site):
+    open_demo(page, site, "digits")
+    assert page.locator("#pane-draw").is_visible()  # the digits demo opens on the canvas
+    box = page.locator("#canvas").bounding_box()
+    scale = box["width"] / 280
+    guesses = {}
+    for digit in range(10):
+        page.click("#clear")
+        for stroke in strokes_on_canvas(digit):
+            before = replies(page)
+            points = [(box["x"] + x * scale, box["y"] + y * scale) for x, y in stroke]
+            page.mouse.move(*points[0])
+            page.mouse.down()
+            for point in points[1:]:
+                page.mouse.move(*point, steps=4)
+            page.mouse.up()
+            wait_for_replies(page, before + 1)  # labels after each stroke
+        guesses[digit] = top_label(page)
+        browser.screenshot(page, f"draw-{digit}")
+    right = [digit for digit, guess in guesses.items() if guess == str(digit)]
+    print("drawn -> recognised:", guesses)
+    assert len(right) >= MIN_DIGITS_RIGHT, guesses
+
+
+def test_an_uploaded_or_dropped_image_gets_labels(page, site, tmp_path):
+    open_demo(page, site, "colors")
+    page.click("#tab-upload")
+    image = tmp_path / "green.png"
+    image.write_bytes(encode(solid_image("green", (300, 200)), "PNG"))
+    page.set_input_files("#upload", str(image))
+    wait_for_replies(page, 1)
+    assert top_label(page) == "green"
+    assert page.locator("#preview").evaluate("img => img.complete && img.naturalWidth") == 300
+
+    # Dropped: a real drop event carrying a file, as the browser makes it.
+    blue = list(encode(solid_image("blue"), "JPEG"))
+    page.locator("#dropzone").evaluate(
+        """(zone, bytes) => {
+            const data = new DataTransfer();
+            data.items.add(new File([new Uint8Array(bytes)], "blue.jpg", {type: "image/jpeg"}));
+            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+        }""",
+        blue,
+    )
+    wait_for_replies(page, 2)
+    assert top_label(page) == "blue"
+
+    page.set_input_files(
+        "#upload", files=[{"name": "x.png", "mimeType": "image/png", "buffer": b"not a png"}]
+    )
+    page.wait_for_selector("#error:has-text('could not read')")
+    assert "bad_image" not in page.locator("#error").inner_text()  # in words, not a code
+
+
+def test_a_private_project_asks_for_its_token(page, site):
+    page.goto(f"{site.url}/projects/secret/")
+    page.wait_for_selector("#token-form:not([hidden])")
+    page.fill("#token-input", "wrong")
+    page.click("#token-form button")
+    page.wait_for_selector("#status[data-state=closed]")
+    assert "private" in page.locator("#status").inner_text()
+    page.fill("#token-input", TOKEN)
+    page.click("#token-form button")
+    page.wait_for_selector("#status[data-state=open]")
+    assert page.locator("#token-form").is_hidden()
+
+
+def test_a_phone_sized_screen_fits_without_sideways_scrolling(chromium, site, request):
+    context = chromium.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    try:
+        page = context.new_page()
+        for slug in ("digits", "colors"):
+            open_demo(page, site, slug)
+            overflow = page.evaluate("document.documentElement.scrollWidth - innerWidth")
+            assert overflow <= 0, f"{slug}: {overflow}px wider than the screen"
+        page.click("#tab-draw")
+        assert page.locator("#canvas").bounding_box()["width"] <= 390
+        browser.screenshot(page, request.node.name)
+    finally:
+        context.close()
+
+
+# --- The embeddable client ---------------------------------------------------------------------
+
+
+def test_the_client_keeps_frames_under_the_servers_limit(page, site):
+    # The server lets 4 frames wait (MAX_PENDING_FRAMES); 12 predict() calls at once must all
+    # be answered, in order, because the client sends at most 2 before replies come.
+    open_demo(page, site, "colors")
+    result = page.evaluate(
+        """async () => {
+            const { connect } = await import("/static/predictions/modelserver.js");
+            const client = connect(location.origin, "colors");
+            await new Promise((ready) => client.addEventListener("ready", ready, { once: true }));
+            const canvas = Object.assign(document.createElement("canvas"), { width: 64, height: 48 });
+            const ctx = canvas.getContext("2d");
+            const calls = [];
+            for (let i = 0; i < 12; i++) {
+                ctx.fillStyle = i % 2 ? "rgb(30,40,220)" : "rgb(220,30,30)";
+                ctx.fillRect(0, 0, 64, 48);
+                calls.push(client.predict(canvas));
+            }
+            const replies = await Promise.allSettled(calls);
+            client.close();
+            return replies.map((r) => r.status === "fulfilled"
+                ? [r.value.id, r.value.labels[0].label] : ["rejected", r.reason.code]);
+        }"""
+    )
+    assert result == [[i, "blue" if i % 2 else "red"] for i in range(12)]
+
+
+def test_the_client_reconnects_after_a_server_restart(page, site):
+    open_demo(page, site, "colors")
+    page.click("#tab-upload")
+    site.server.stop()
+    page.wait_for_selector("#status[data-state=reconnecting]")
+    assert "reconnecting" in page.locator("#status").inner_text().lower()
+    site.server.start()  # the same port
+    page.wait_for_selector("#status[data-state=open]", timeout=60_000)
+    page.set_input_files(
+        "#upload", files=[{"name": "r.png", "mimeType": "image/png",
+                           "buffer": encode(solid_image("red"), "PNG")}],
+    )  # fmt: skip
+    wait_for_replies(page, 1)
+    assert top_label(page) == "red"
+
+
+# --- Other sites ----------------------------------------------------------------------------------
+
+
+def test_only_the_projects_allowed_origins_may_open_the_socket(page, site, tmp_path):
+    # A page of another site imports the client from this server (WhiteNoise serves static
+    # files with CORS) and connects; the project allows allowed.test, not refused.test.
+    (tmp_path / "index.html").write_text(
+        f"""<!doctype html><p id="out">waiting</p>
+        <script type="module">
+          import {{ connect }} from "{site.url}/static/predictions/modelserver.js";
+          const client = connect("{site.url}", "colors", {{ maxDelayMs: 1000 }});
+          const out = document.getElementById("out");
+          client.addEventListener("ready", async () => {{
+            const canvas = Object.assign(document.createElement("canvas"), {{ width: 8, height: 8 }});
+            const ctx = canvas.getContext("2d");
+            ctx.fillStyle = "rgb(30,200,40)";
+            ctx.fillRect(0, 0, 8, 8);
+            const reply = await client.predict(canvas);
+            out.textContent = "answered " + reply.labels[0].label;
+          }});
+          client.addEventListener("state", ({{ detail }}) => {{
+            if (detail.state === "reconnecting" && detail.closeCode) out.textContent = "refused";
+          }});
+        </script>"""
+    )
+    with browser.OtherSite(tmp_path, site.other_port):
+        page.goto(f"http://allowed.test:{site.other_port}/")
+        page.wait_for_selector("#out:has-text('answered')")
+        assert page.locator("#out").inner_text() == "answered green"
+
+        page.goto(f"http://refused.test:{site.other_port}/")
+        page.wait_for_selector("#out:has-text('refused')")
+        page.wait_for_timeout(1500)  # and it never gets in on a retry
+        assert page.locator("#out").inner_text() == "refused"
+
+
+# --- The admin --------------------------------------------------------------------------------
+
+
+def test_an_admin_registers_and_activates_a_version_seen_live_on_the_demo(
+    context, page, site, trained, tmp_path
+):
+    page.goto(f"{site.url}/admin/")
+    page.fill("#id_username", ADMIN[0])
+    page.fill("#id_password", ADMIN[1])
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+
+    page.goto(f"{site.url}/admin/predictions/project/add/")
+    page.locator("#id_name").press_sequentially("Paint colours")
+    assert page.input_value("#id_slug") == "paint-colours"  # the admin's prepopulated slug
+    page.check("#id_is_public")
+    page.click("input[name=_save]")
+    page.wait_for_selector(".messagelist .success")
+
+    def add_version(labels, *, activate):
+        page.goto(f"{site.url}/admin/predictions/modelversion/add/")
+        page.select_option("#id_project", label="Paint colours")
+        page.set_input_files("#id_upload", str(trained.colors))
+        page.fill("#id_labels_text", "\n".join(labels))
+        page.set_checked("#id_activate", activate)
+        page.click("input[name=_save]")
+        page.wait_for_selector(".messagelist .success", timeout=120_000)
+
+    # A file that is not a model: a form error in words, nothing registered.
+    page.goto(f"{site.url}/admin/predictions/modelversion/add/")
+    page.select_option("#id_project", label="Paint colours")
+    page.set_input_files("#id_upload", str(trained.lambda_model))
+    page.click("input[name=_save]")
+    error = page.locator(".errornote, .errorlist").first
+    error.wait_for(timeout=120_000)
+    assert "did not validate" in page.locator("#modelversion_form").inner_text()
+
+    add_version(COLOR_LABELS, activate=True)
+    demo = context.new_page()
+    open_demo(demo, site, "paint-colours")
+    assert "version 1" in demo.locator("#status").inner_text()
+
+    add_version(["rouge", "vert", "bleu"], activate=False)
+    page.goto(f"{site.url}/admin/predictions/project/")
+    page.get_by_role("link", name="paint-colours", exact=True).click()
+    page.wait_for_url("**/change/")
+    table = page.locator(".inline-group")
+    assert table.locator("tbody tr.has_original").count() == 2
+    text = table.inner_text()
+    assert "litert" in text.lower() and re.search(r"\b[0-9a-f]{12}\b", text)
+    browser.screenshot(page, "admin-versions")
+
+    page.goto(f"{site.url}/admin/predictions/modelversion/?project__id__exact=")
+    row = page.locator("#result_list tr", has_text="paint-colours v2")
+    row.locator("input[type=checkbox]").check()
+    page.select_option("select[name=action]", "activate_version")
+    page.click("button[name=index]")
+    page.wait_for_selector(".messagelist .success")
+
+    demo.wait_for_selector("#notice:has-text('Model changed: now version 2')")
+    demo.click("#tab-upload")
+    demo.set_input_files(
+        "#upload", files=[{"name": "b.png", "mimeType": "image/png",
+                           "buffer": encode(solid_image("blue"), "PNG")}],
+    )  # fmt: skip
+    wait_for_replies(demo, 1)
+    assert top_label(demo) == "bleu"
+    assert demo.locator("#labels").get_attribute("data-model-version") == "2"
+    browser.screenshot(demo, "admin-swap-demo")
