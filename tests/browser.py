@@ -31,8 +31,16 @@ def missing() -> str | None:
     return None
 
 
-def launch(playwright, *, camera_clip: Path, other_hosts: tuple[str, ...]):
+def launch(playwright, *, camera_clip: Path | None = None, cameras: int = 1,
+           other_hosts: tuple[str, ...] = ()):  # fmt: skip
+    """Headless chromium whose camera plays `camera_clip`, or, without a clip, `cameras`
+    generated test patterns; `other_hosts` resolve to 127.0.0.1."""
     rules = ", ".join(f"MAP {host} 127.0.0.1" for host in other_hosts)
+    camera = (
+        [f"--use-file-for-fake-video-capture={camera_clip}"]
+        if camera_clip
+        else [f"--use-fake-device-for-media-stream=device-count={cameras}"]
+    )
     return playwright.chromium.launch(
         executable_path=CHROMIUM,
         headless=True,
@@ -45,8 +53,8 @@ def launch(playwright, *, camera_clip: Path, other_hosts: tuple[str, ...]):
             "--disable-sync",
             "--use-fake-device-for-media-stream",
             "--use-fake-ui-for-media-stream",
-            f"--use-file-for-fake-video-capture={camera_clip}",
-            f"--host-resolver-rules={rules}",
+            *camera,
+            *([f"--host-resolver-rules={rules}"] if rules else []),
         ],
     )
 

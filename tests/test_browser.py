@@ -81,17 +81,22 @@ def site(tmp_path_factory, s3_server, trained, digits_model_path):
 
 
 @pytest.fixture(scope="module")
-def chromium(tmp_path_factory):
+def playwright():
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture(scope="module")
+def chromium(playwright, tmp_path_factory):
     # Red for a second, then blue: the labels must follow the picture.
     clip = browser.write_y4m(
         tmp_path_factory.mktemp("camera") / "clip.y4m", [COLORS["red"], COLORS["blue"]]
     )
-    with sync_playwright() as playwright:
-        chromium = browser.launch(playwright, camera_clip=clip, other_hosts=OTHER_HOSTS)
-        yield chromium
-        chromium.close()
+    chromium = browser.launch(playwright, camera_clip=clip, other_hosts=OTHER_HOSTS)
+    yield chromium
+    chromium.close()
 
 
 @pytest.fixture
@@ -167,6 +172,37 @@ def test_webcam_labels_follow_the_camera_and_keep_updating(page, site):
     stopped = replies(page)
     page.wait_for_timeout(700)
     assert replies(page) == stopped
+
+
+def test_a_device_with_two_cameras_can_switch_between_them(playwright, site, request):
+    two_cameras = browser.launch(playwright, cameras=2)
+    try:
+        page = two_cameras.new_page()
+        page.set_default_timeout(WAIT_MS)
+        open_demo(page, site, "colors")
+        page.click("#camera-toggle")
+        page.wait_for_selector("#camera-choice:not([hidden])")
+        options = page.locator("#camera-select option")
+        assert options.count() == 2
+        current = lambda: page.evaluate(  # noqa: E731
+            "document.querySelector('#camera-video').srcObject"
+            "?.getVideoTracks()[0].getSettings().deviceId"
+        )
+        first = current()
+        other = [value for value in options.evaluate_all("os => os.map(o => o.value)")
+                 if value != first]  # fmt: skip
+        page.select_option("#camera-select", other[0])
+        page.wait_for_function(
+            "id => document.querySelector('#camera-video').srcObject"
+            "?.getVideoTracks()[0].getSettings().deviceId === id",
+            arg=other[0],
+        )
+        before = replies(page)
+        wait_for_replies(page, before + 3)  # frames keep flowing from the other camera
+        assert current() != first
+        browser.screenshot(page, request.node.name)
+    finally:
+        two_cameras.close()
 
 
 def test_drawn_digits_are_recognised(page, site):
