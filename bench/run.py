@@ -68,7 +68,6 @@ OPEN_CONCURRENCY = 20
 REPLY_TIMEOUT = 60.0
 PHASE_SECONDS = 90.0  # no latency loop runs longer than this
 MAX_FRAMES_PER_CLIENT = 100_000
-SECRET_KEY = "bench-only-secret-key-" + "k" * 40
 SETTING_NAMES = (
     "MAX_BATCH_SIZE",
     "MAX_BATCH_WAIT_MS",
@@ -253,9 +252,7 @@ def start_backends(folder: Path, stack: contextlib.ExitStack) -> tuple[dict, sup
         folder=folder,
         s3=bucket,
         ECHO_WEBSOCKET="true",
-        DJANGO_DEBUG="false",
-        DJANGO_SECRET_KEY=SECRET_KEY,
-        DJANGO_SECURE_SSL_REDIRECT="false",  # plain HTTP on loopback
+        production=True,
         **passthrough,
     )
     support.manage("migrate", "--noinput", env=env)

@@ -252,8 +252,11 @@ class OutsideDatabase:
             connection.execute(statement)
 
 
-def outside_env(*, database_url: str, folder: Path, s3=None, **extra) -> dict:
-    """The environment of a server or command process (S3 storage when `s3` is an S3Bucket)."""
+def outside_env(
+    *, database_url: str, folder: Path, s3=None, production: bool = False, **extra
+) -> dict:
+    """The environment of a server or command process (S3 storage when `s3` is an S3Bucket;
+    with `production`, the settings of a deployment, less the HTTPS redirect)."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -272,6 +275,12 @@ def outside_env(*, database_url: str, folder: Path, s3=None, **extra) -> dict:
             AWS_ACCESS_KEY_ID="test",
             AWS_SECRET_ACCESS_KEY="test",
             AWS_S3_REGION_NAME="us-east-1",
+        )
+    if production:
+        env.update(
+            DJANGO_DEBUG="false",
+            DJANGO_SECRET_KEY="outside-secret-key-" + "x" * 40,
+            DJANGO_SECURE_SSL_REDIRECT="false",  # plain HTTP on loopback
         )
     env.update({key: str(value) for key, value in extra.items()})
     return env

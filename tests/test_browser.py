@@ -44,9 +44,7 @@ def site(tmp_path_factory, s3_server, trained, digits_model_path):
             database_url=database_url,
             folder=folder,
             s3=bucket,
-            DJANGO_DEBUG="false",
-            DJANGO_SECRET_KEY="browser-secret-key-" + "x" * 40,
-            DJANGO_SECURE_SSL_REDIRECT="false",  # plain HTTP on loopback
+            production=True,
             MAX_PENDING_FRAMES=4,
             DJANGO_SUPERUSER_USERNAME=ADMIN[0],
             DJANGO_SUPERUSER_PASSWORD=ADMIN[1],
@@ -134,6 +132,17 @@ def wait_for_replies(page, count: int) -> None:
 
 def top_label(page) -> str:
     return page.locator("#labels li .label").first.inner_text()
+
+
+def upload(page, colour: str) -> str:
+    """Choose an image of one colour in the upload pane; the top label of its reply."""
+    before = replies(page)
+    page.click("#tab-upload")
+    image = {"name": f"{colour}.png", "mimeType": "image/png",
+             "buffer": encode(solid_image(colour), "PNG")}  # fmt: skip
+    page.set_input_files("#upload", files=[image])
+    wait_for_replies(page, before + 1)
+    return top_label(page)
 
 
 # --- The pages ---------------------------------------------------------------------------------
@@ -320,18 +329,12 @@ def test_the_client_keeps_frames_under_the_servers_limit(page, site):
 
 def test_the_client_reconnects_after_a_server_restart(page, site):
     open_demo(page, site, "colors")
-    page.click("#tab-upload")
     site.server.stop()
     page.wait_for_selector("#status[data-state=reconnecting]")
     assert "reconnecting" in page.locator("#status").inner_text().lower()
     site.server.start()  # the same port
     page.wait_for_selector("#status[data-state=open]", timeout=60_000)
-    page.set_input_files(
-        "#upload", files=[{"name": "r.png", "mimeType": "image/png",
-                           "buffer": encode(solid_image("red"), "PNG")}],
-    )  # fmt: skip
-    wait_for_replies(page, 1)
-    assert top_label(page) == "red"
+    assert upload(page, "red") == "red"
 
 
 # --- Other sites ----------------------------------------------------------------------------------
@@ -430,12 +433,6 @@ def test_an_admin_registers_and_activates_a_version_seen_live_on_the_demo(
     page.wait_for_selector(".messagelist .success")
 
     demo.wait_for_selector("#notice:has-text('Model changed: now version 2')")
-    demo.click("#tab-upload")
-    demo.set_input_files(
-        "#upload", files=[{"name": "b.png", "mimeType": "image/png",
-                           "buffer": encode(solid_image("blue"), "PNG")}],
-    )  # fmt: skip
-    wait_for_replies(demo, 1)
-    assert top_label(demo) == "bleu"
+    assert upload(demo, "blue") == "bleu"
     assert demo.locator("#labels").get_attribute("data-model-version") == "2"
     browser.screenshot(demo, "admin-swap-demo")

@@ -66,9 +66,7 @@ def live(tmp_path_factory, s3_server, trained):
             database_url=database_url,
             folder=folder,
             s3=bucket,
-            DJANGO_DEBUG="false",
-            DJANGO_SECRET_KEY="e2e-secret-key-" + "x" * 40,
-            DJANGO_SECURE_SSL_REDIRECT="false",  # plain HTTP on loopback
+            production=True,
             MAX_IMAGE_PIXELS=MAX_IMAGE_PIXELS,
             MAX_PENDING_FRAMES=4,
         )
@@ -224,8 +222,8 @@ def test_pages_and_static_files_with_debug_off(live):
     assert status == 200 and b"/projects/colors/" in index
     status, page = live.get("/projects/colors/")
     assert status == 200 and b"<canvas" in page
-    status, script = live.get("/static/predictions/demo.js")
-    assert status == 200 and b"WebSocket" in script
+    status, script = live.get("/static/predictions/modelserver.js")
+    assert status == 200 and b"new WebSocket" in script
     assert live.get("/readyz")[0] == 200
     assert b"modelserver_predictions_total" in live.get("/metrics")[1]
 
