@@ -4,10 +4,6 @@ PYTHON := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export DJANGO_DEBUG ?= true
-# Explicit WebSocket limits: a frame or message over 1 MiB drops the connection; idle sockets
-# are pinged every 20 s (also while a long inference runs) and closed 30 s after no answer.
-DAPHNE_FLAGS := --websocket-max-message-size 1048576 --websocket-max-frame-size 1048576 \
-	--ping-interval 20 --ping-timeout 30 --application-close-timeout 10
 
 .PHONY: run test lint bench soak
 
@@ -25,7 +21,7 @@ $(VENV)/.test-installed: requirements.txt requirements-test.txt | $(PYTHON)
 run: $(VENV)/.runtime-installed
 	$(PYTHON) manage.py migrate --noinput
 	$(PYTHON) manage.py bootstrap_demo
-	$(VENV)/bin/daphne $(DAPHNE_FLAGS) -b $(HOST) -p $(PORT) modelserver.asgi:application
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" HOST=$(HOST) PORT=$(PORT) bin/web  # daphne, flags in bin/web
 
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .

@@ -63,6 +63,7 @@ class PredictionConsumer(AsyncWebsocketConsumer):
         )
 
     async def disconnect(self, code):
+        shutdown.forget(self)
         await self.channel_layer.group_discard(self.group, self.channel_name)
         if self.sender is not None:
             self.sender.cancel()

@@ -29,6 +29,11 @@ def track(consumer) -> None:
     _install()
 
 
+def forget(consumer) -> None:
+    """A consumer whose connection has closed."""
+    _open.discard(consumer)
+
+
 def _install() -> None:
     global _installed
     if _installed:

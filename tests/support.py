@@ -220,6 +220,50 @@ class SeaweedS3:
             self.log.close()
 
 
+# --- A redis-server of the test's own -------------------------------------------------------
+
+REDIS = shutil.which("redis-server")
+
+
+class RedisServer:
+    """redis-server on a free loopback port, that a test may restart. With `tls_folder`, it
+    speaks TLS only, with a self-signed certificate made there (as Heroku Redis does)."""
+
+    def __init__(self, tls_folder: Path | None = None):
+        self.port = free_port()
+        self.tls_folder = tls_folder
+        scheme = "rediss" if tls_folder else "redis"
+        self.url = f"{scheme}://127.0.0.1:{self.port}/0"
+        self.process = None
+
+    def start(self):
+        args = [REDIS, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        if self.tls_folder:
+            cert, key = self.tls_folder / "redis.crt", self.tls_folder / "redis.key"
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                 "-subj", "/CN=redis.test", "-keyout", str(key), "-out", str(cert)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+                     "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                     "--tls-auth-clients", "no"]  # fmt: skip
+        else:
+            args += ["--port", str(self.port)]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        wait_for(self.ping, timeout=20, what="redis-server", process=self.process)
+
+    def ping(self) -> bool:
+        import redis
+
+        tls = {"ssl_cert_reqs": None} if self.tls_folder else {}
+        return redis.Redis.from_url(self.url, socket_timeout=1, **tls).ping()
+
+    def stop(self):
+        if self.process is not None:
+            stop_process(self.process, timeout=10)
+
+
 # --- Processes outside the test: their own database, storage and settings -------------------
 
 

@@ -2,8 +2,6 @@
 connections stay open through the outage."""
 
 import json
-import shutil
-import subprocess
 
 import pytest
 from websockets.sync.client import connect
@@ -11,43 +9,14 @@ from websockets.sync.client import connect
 from tests import support
 from tests.support import COLOR_LABELS, encode, solid_image
 
-REDIS = shutil.which("redis-server")
 TIMEOUT = 60
 
-pytestmark = pytest.mark.skipif(REDIS is None, reason="needs redis-server on the PATH")
-
-
-class OwnRedis:
-    """A redis-server of this test's own on a free loopback port, that it may restart."""
-
-    def __init__(self):
-        self.port = support.free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = None
-
-    def start(self):
-        self.process = subprocess.Popen(
-            [REDIS, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        support.wait_for(
-            lambda: _ping(self.port), timeout=20, what="redis-server", process=self.process
-        )
-
-    def stop(self):
-        if self.process is not None:
-            support.stop_process(self.process, timeout=10)
-
-
-def _ping(port: int) -> bool:
-    import redis
-
-    return redis.Redis(port=port, socket_timeout=1).ping()
+pytestmark = pytest.mark.skipif(support.REDIS is None, reason="needs redis-server on the PATH")
 
 
 @pytest.fixture
 def two_servers(tmp_path, trained):
-    redis_server = OwnRedis()
+    redis_server = support.RedisServer()
     redis_server.start()
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(COLOR_LABELS))
