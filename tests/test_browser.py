@@ -22,12 +22,9 @@ MIN_DIGITS_RIGHT = 7
 
 
 class Site:
-    def __init__(self, server, env, other_port):
-        self.server, self.env, self.other_port = server, env, other_port
+    def __init__(self, server, other_port):
+        self.server, self.other_port = server, other_port
         self.url = server.url
-
-    def manage(self, *args):
-        return support.manage(*args, env=self.env)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +69,7 @@ def site(tmp_path_factory, s3_server, trained, digits_model_path):
         server = support.DaphneServer(env, folder / "daphne.log")
         server.start()
         try:
-            yield Site(server, env, other_port)
+            yield Site(server, other_port)
         finally:
             server.stop()
             print(server.log_text()[-3000:])

@@ -135,12 +135,13 @@ class WebProcess:
 
     def start(self) -> float:
         """Start it; the seconds until /healthz answered 200."""
-        self.log = open(self.log_path, "wb")  # closed in stop()
+        self.log = open(self.log_path, "wb")  # stdout, where the logs must be; closed in stop()
+        self.errors = open(self.log_path.with_suffix(".stderr"), "wb")
         started = time.monotonic()
         # `exec`: dash would fork the command and keep itself as the process we signal.
         self.process = subprocess.Popen(
             ["sh", "-c", f"exec {WEB_COMMANDS[self.source]}"], cwd=PROJECT_DIR, env=self.env,
-            stdout=self.log, stderr=subprocess.STDOUT,
+            stdout=self.log, stderr=self.errors,
         )  # fmt: skip
         support.wait_for(
             lambda: self.request("GET", "/healthz")[0] == 200,
@@ -165,16 +166,23 @@ class WebProcess:
         started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout=30)
-        self.log.close()
+        self._close_logs()
         return time.monotonic() - started, code
 
     def stop(self):
         if self.process.poll() is None:
             support.stop_process(self.process, timeout=25)
+        self._close_logs()
+
+    def _close_logs(self):
         self.log.close()
+        self.errors.close()
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def stderr_text(self) -> str:
+        return self.log_path.with_suffix(".stderr").read_text(errors="replace")
 
 
 class AdminSession:
@@ -258,7 +266,8 @@ def deployment(tmp_path_factory, s3_server, trained):
     finally:
         for web in webs:
             web.stop()
-            print(f"--- {web.source} log ---\n{web.log_text()[-2000:]}")
+            print(f"--- {web.source} stdout ---\n{web.log_text()[-2000:]}")
+            print(f"--- {web.source} stderr ---\n{web.stderr_text()[-2000:]}")
         redis_server.stop()
 
 
@@ -364,4 +373,4 @@ def test_sigterm_ends_each_web_command_cleanly_within_25_seconds(deployment):
             assert socket.close_code == 1000  # a close frame, not a dropped socket
         log = web.log_text()
         assert "SIGTERM: closing 1 WebSocket(s)" in log
-        assert "Traceback" not in log
+        assert "Traceback" not in log + web.stderr_text()

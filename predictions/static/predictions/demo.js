@@ -26,10 +26,9 @@ function describeModel(model) {
 
 client.addEventListener("state", ({ detail }) => {
   if (detail.state === "connecting") setStatus("connecting", "Connecting…");
-  if (detail.state === "reconnecting" && detail.retryInMs !== undefined) {
-    setStatus("reconnecting", `Disconnected; reconnecting in ${(detail.retryInMs / 1000).toFixed(1)} s…`);
-  } else if (detail.state === "reconnecting") {
-    setStatus("reconnecting", "Reconnecting…");
+  if (detail.state === "reconnecting") {
+    const delay = detail.retryInMs === undefined ? "" : ` in ${(detail.retryInMs / 1000).toFixed(1)} s`;
+    setStatus("reconnecting", `Disconnected; reconnecting${delay}…`);
   }
   if (detail.state === "closed") setStatus("closed", detail.message ?? "Disconnected.");
 });
@@ -74,7 +73,7 @@ async function send(input, options) {
     show(await client.predict(input, options));
   } catch (error) {
     if (error.code === "disconnected" || error.code === "closed") return;
-    $("error").textContent = `${describeError(error)}`;
+    $("error").textContent = describeError(error);
   }
 }
 
