@@ -4,6 +4,7 @@ against a live daphne process with its own database and models in a real S3 serv
 Each test leaves a screenshot in tests/browser.SCREENSHOT_DIR (test-artifacts/screenshots).
 """
 
+import itertools
 import re
 
 import pytest
@@ -278,21 +279,46 @@ def test_a_private_project_asks_for_its_token(page, site):
     assert page.locator("#token-form").is_hidden()
 
 
-def test_a_phone_sized_screen_fits_without_sideways_scrolling(chromium, site, request):
+def test_on_a_phone_the_pages_fit_and_a_finger_draws(chromium, site, request):
     context = chromium.new_context(
         viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
     )
     try:
         page = context.new_page()
-        for slug in ("digits", "colors"):
+        page.set_default_timeout(WAIT_MS)
+        for slug in ("colors", "digits"):
             open_demo(page, site, slug)
             overflow = page.evaluate("document.documentElement.scrollWidth - innerWidth")
             assert overflow <= 0, f"{slug}: {overflow}px wider than the screen"
-        page.click("#tab-draw")
-        assert page.locator("#canvas").bounding_box()["width"] <= 390
+        box = page.locator("#canvas").bounding_box()
+        assert box["width"] <= 390
+        # A finger: real touch events through the DevTools protocol, a "1" down the middle.
+        touch = context.new_cdp_session(page)
+        scale = box["width"] / 280
+        points = [(box["x"] + x * scale, box["y"] + y * scale) for x, y in strokes_on_canvas(1)[0]]
+        steps = [p for a, b in itertools.pairwise(points) for p in _between(a, b, 8)]
+        touch.send(
+            "Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [_at(points[0])]}
+        )
+        for point in steps:
+            touch.send(
+                "Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [_at(point)]}
+            )
+        touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        wait_for_replies(page, 1)
+        assert top_label(page) == "1"
         browser.screenshot(page, request.node.name)
     finally:
         context.close()
+
+
+def _between(a, b, count):
+    return [(a[0] + (b[0] - a[0]) * i / count, a[1] + (b[1] - a[1]) * i / count)
+            for i in range(1, count + 1)]  # fmt: skip
+
+
+def _at(point):
+    return {"x": point[0], "y": point[1]}
 
 
 # --- The embeddable client ---------------------------------------------------------------------
