@@ -116,6 +116,9 @@ class PredictionConsumer(AsyncWebsocketConsumer):
 
     def _preload(self) -> None:
         """Start loading the model in the pool so the first frame does not wait for it."""
+        spec = self.project.model
+        if spec is None or serving.model_cache().is_loaded(spec):
+            return  # the pool's threads are for frames
         self.preloading = asyncio.ensure_future(
             serving.run_in_inference_pool(serving.preload, self.project.model)
         )

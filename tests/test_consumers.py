@@ -65,6 +65,27 @@ async def test_ready_describes_the_active_model(colors):
     }
 
 
+async def test_only_connections_before_the_model_is_loaded_preload_it(colors, monkeypatch):
+    from predictions import serving
+
+    preloads = []
+    real_preload = serving.preload
+    monkeypatch.setattr(
+        serving, "preload", lambda spec: preloads.append(spec) or real_preload(spec)
+    )
+    serving.model_cache().clear()
+    first = await connect("/ws/projects/colors/")
+    await receive(first)
+    await first.send_to(bytes_data=encode(solid_image("red"), "PNG"))
+    assert (await receive(first))["type"] == "prediction"  # loaded by now
+    for _ in range(5):
+        later = await connect("/ws/projects/colors/")
+        await receive(later)
+        await later.disconnect()
+    await first.disconnect()
+    assert len(preloads) == 1
+
+
 async def test_binary_frames_are_numbered_and_labelled(socket):
     await socket.send_to(bytes_data=encode(solid_image("red"), "PNG"))
     await socket.send_to(bytes_data=encode(solid_image("green", (640, 480)), "JPEG"))

@@ -58,9 +58,18 @@ class ModelCache:
         self._load_locks: dict[str, threading.Lock] = {}
         self._retry_at: dict[str, tuple[float, float]] = {}  # key -> (monotonic time, delay)
 
+    @staticmethod
+    def key(spec: ModelSpec) -> str:
+        """Loaded models are keyed by the artifact they run."""
+        return spec.compiled_sha256 if spec.runtime == "litert" else spec.sha256
+
+    def is_loaded(self, spec: ModelSpec) -> bool:
+        with self._guard:
+            return self.key(spec) in self._loaded
+
     def get(self, spec: ModelSpec) -> LoadedModel:
         """The loaded model for a version, loading it on first use; raises `ModelUnavailable`."""
-        key = spec.compiled_sha256 if spec.runtime == "litert" else spec.sha256
+        key = self.key(spec)
         with self._guard:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
