@@ -154,7 +154,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where `collectstatic` puts static files (the Docker build runs it); WhiteNoise serves them.
+STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
 # Serve straight from the app folders too, so pages work with DJANGO_DEBUG=false before collectstatic.
 WHITENOISE_USE_FINDERS = True
 

@@ -39,6 +39,11 @@ def procfile() -> dict[str, str]:
     return dict(line.split(": ", 1) for line in lines if line.strip())
 
 
+def command_env(env: dict) -> dict:
+    """`python` and `daphne` resolve to this interpreter's environment, as in the image."""
+    return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
+
+
 WEB_COMMANDS = {"heroku.yml": heroku_yml()["run"]["web"], "Procfile": procfile()["web"]}
 RELEASE_COMMANDS = {
     "heroku.yml": " && ".join(heroku_yml()["release"]["command"]),
@@ -62,6 +67,24 @@ def test_the_image_runs_the_same_web_command_as_heroku_yml_and_the_procfile():
     assert json.loads(cmd.group(1)) == shlex.split(WEB_COMMANDS["heroku.yml"])
     assert WEB_COMMANDS["Procfile"] == WEB_COMMANDS["heroku.yml"]
     assert heroku_yml()["build"]["docker"]["web"] == "Dockerfile"
+
+
+def test_the_images_collectstatic_step_works_with_production_settings(tmp_path):
+    # The Dockerfile's own RUN line (up to its first `&&`), with the image's DJANGO_DEBUG=false.
+    dockerfile = (PROJECT_DIR / "Dockerfile").read_text()
+    assert re.search(r"^\s+DJANGO_DEBUG=false", dockerfile, re.M)
+    step = re.search(r"^RUN (.*collectstatic[^&\\]*)", dockerfile, re.M).group(1).strip()
+    env = support.outside_env(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", folder=tmp_path,
+        DJANGO_DEBUG="false", DJANGO_STATIC_ROOT=tmp_path / "static",
+    )  # fmt: skip
+    result = subprocess.run(
+        ["sh", "-c", step], cwd=PROJECT_DIR, env=command_env(env), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = tmp_path / "static" / "predictions" / "modelserver.js"
+    assert client.exists() and client.with_name("modelserver.js.gz").exists()
+    assert (tmp_path / "static" / "admin" / "css" / "base.css").exists()
 
 
 def test_app_json_asks_for_the_add_ons_and_every_required_setting():
@@ -92,11 +115,6 @@ def test_rediss_urls_skip_certificate_checks_as_heroku_redis_needs():
 
 
 # --- The commands ---------------------------------------------------------------------------
-
-
-def command_env(env: dict) -> dict:
-    """`python` and `daphne` resolve to this interpreter's environment, as in the image."""
-    return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
 
 
 @pytest.mark.skipif(
