@@ -12,6 +12,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import numpy as np
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 
@@ -168,16 +169,24 @@ def _too_large(size: int) -> PredictionError:
     )
 
 
-def _prepare(parse, project: ProjectInfo) -> tuple[PreparedFrame, Future, float]:
-    """In the pool: parse, find the model (loading it once), decode, preprocess, and hand the
-    input to the model's batcher straight from this thread (one hop fewer than via the loop)."""
+def _prepare(parse, project: ProjectInfo) -> tuple[PreparedFrame, Future | np.ndarray, float]:
+    """In the pool: parse, find the model (loading it once), decode, preprocess, then run the
+    input here when the model is idle, else hand it to the model's batcher straight from this
+    thread (either way fewer hops than via the loop). Returns the output or its future."""
     frame = parse()
     try:
         if project.model is None:
             raise ModelUnavailable("The project has no active model version.")
         loaded = model_cache().get(project.model)
         prepared = prepare_frame(frame, spec=project.model, limits=limits())
-        return prepared, loaded.batcher.submit(prepared.model_input), time.perf_counter()
+        started = time.perf_counter()
+        try:
+            output = loaded.batcher.run_now(prepared.model_input)
+        except Exception as exc:
+            raise _model_failed(exc) from None
+        if output is None:
+            output = loaded.batcher.submit(prepared.model_input)
+        return prepared, output, started
     except PredictionError as exc:
         exc.frame_id = frame.id
         raise
@@ -187,13 +196,12 @@ def _prepare(parse, project: ProjectInfo) -> tuple[PreparedFrame, Future, float]
 
 async def _answer(parse, frame_id, project: ProjectInfo, received: float, transport: str) -> dict:
     try:
-        prepared, inference, submitted = await run_in_inference_pool(_prepare, parse, project)
-        try:
-            output = await asyncio.wrap_future(inference)
-        except Exception as exc:
-            raise PredictionError(
-                MODEL_UNAVAILABLE, f"The model failed on this frame: {exc}"
-            ) from None
+        prepared, output, submitted = await run_in_inference_pool(_prepare, parse, project)
+        if isinstance(output, Future):
+            try:
+                output = await asyncio.wrap_future(output)
+            except Exception as exc:
+                raise _model_failed(exc) from None
         finished = time.perf_counter()
         reply = prediction_reply(
             prepared,
@@ -213,6 +221,10 @@ async def _answer(parse, frame_id, project: ProjectInfo, received: float, transp
         return _error_reply(frame_id, failure, project, transport)
     metrics.observe_prediction(reply, project=project.slug, transport=transport)
     return reply
+
+
+def _model_failed(exc: Exception) -> PredictionError:
+    return PredictionError(MODEL_UNAVAILABLE, f"The model failed on this frame: {exc}")
 
 
 def _error_reply(frame_id, exc: PredictionError, project: ProjectInfo, transport: str) -> dict:

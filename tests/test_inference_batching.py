@@ -298,6 +298,96 @@ def test_close_from_a_done_callback_does_not_deadlock(make_batcher):
         batcher.submit(example(2))
 
 
+# --- run_now: a lone input on the caller's thread -------------------------------------------
+
+
+def test_run_now_runs_a_lone_input_on_the_callers_thread(make_batcher):
+    threads = []
+    predict = RecordingPredict()
+    batcher = make_batcher(
+        lambda batch: threads.append(threading.current_thread()) or predict(batch), max_wait_ms=0
+    )
+
+    np.testing.assert_array_equal(batcher.run_now(example(3)), [12.0])
+    assert threads == [threading.current_thread()]
+    assert (batcher.batches_run, batcher.frames_run) == (1, 1)
+
+
+def test_run_now_declines_when_batches_wait_for_company(make_batcher):
+    predict = RecordingPredict()
+    batcher = make_batcher(predict, max_wait_ms=5)
+    assert batcher.run_now(example(1)) is None
+    assert predict.sizes == []
+
+
+def test_run_now_declines_while_the_worker_runs_or_inputs_are_queued(make_batcher):
+    predict = RecordingPredict(gated=True)
+    batcher = make_batcher(predict, max_wait_ms=0)
+    predict.hold_first_batch(batcher)
+    assert batcher.run_now(example(1)) is None  # the worker is busy
+    queued = batcher.submit(example(2))
+    predict.gate.set()
+    assert queued.result(TIMEOUT)[0] == 8.0
+    assert predict.sizes == [1, 1]
+
+
+def test_the_worker_waits_for_run_now_and_predict_never_runs_twice_at_once(make_batcher):
+    running, overlaps = [0], []
+    gate = threading.Event()
+
+    def predict(batch):
+        running[0] += 1
+        overlaps.append(running[0])
+        if batch[0, 0, 0, 0] == 1:
+            assert gate.wait(TIMEOUT)  # hold the run_now() call
+        running[0] -= 1
+        return batch.sum(axis=(1, 2, 3))[:, None]
+
+    batcher = make_batcher(predict, max_wait_ms=0)
+    inline = []
+    caller = threading.Thread(target=lambda: inline.append(batcher.run_now(example(1))))
+    caller.start()
+    deadline = time.monotonic() + TIMEOUT
+    while not overlaps and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert batcher.run_now(example(2)) is None  # one at a time
+    queued = batcher.submit(example(3))
+    time.sleep(0.05)
+    assert not queued.done()  # the worker waits for the run_now() call
+    gate.set()
+    caller.join(TIMEOUT)
+
+    assert queued.result(TIMEOUT)[0] == 12.0
+    assert inline[0][0] == 4.0
+    assert max(overlaps) == 1
+
+
+def test_close_waits_for_a_run_now_call_to_finish(make_batcher):
+    predict = RecordingPredict(gated=True)
+    batcher = make_batcher(predict, max_wait_ms=0)
+    inline = []
+    caller = threading.Thread(target=lambda: inline.append(batcher.run_now(example(1))))
+    caller.start()
+    assert predict.started.wait(TIMEOUT)
+    closer = threading.Thread(target=batcher.close)
+    closer.start()
+    time.sleep(0.05)
+    assert closer.is_alive()  # the model must stay usable while it runs
+    predict.gate.set()
+    closer.join(TIMEOUT)
+    caller.join(TIMEOUT)
+    assert not closer.is_alive() and inline[0][0] == 4.0
+    assert batcher.run_now(example(1)) is None  # closed
+
+
+def test_run_now_raises_what_predict_raises_and_frees_the_model(make_batcher):
+    predict = RecordingPredict(fail_on=7)
+    batcher = make_batcher(predict, max_wait_ms=0)
+    with pytest.raises(ValueError, match="cannot predict on 7"):
+        batcher.run_now(example(7))
+    np.testing.assert_array_equal(batcher.submit(example(1)).result(TIMEOUT), [4.0])
+
+
 def test_invalid_options_are_refused():
     with pytest.raises(ValueError, match="max_batch_size"):
         Batcher(lambda batch: batch, max_batch_size=0, max_wait_ms=5)

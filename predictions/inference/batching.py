@@ -17,7 +17,8 @@ class Batcher:
     One worker thread takes the first queued input, then more until it has `max_batch_size`
     or `max_wait_ms` have passed since the first (0: only what is already queued). Inputs of
     different shapes or dtypes taken together run as separate batches, one per shape, so one
-    malformed input fails on its own instead of with its neighbours.
+    malformed input fails on its own instead of with its neighbours. With no wait, `run_now`
+    lets a caller run a lone input on its own thread while the model is idle.
     """
 
     def __init__(
@@ -37,6 +38,8 @@ class Batcher:
         self._pending: deque[_Item] = deque()
         self._condition = threading.Condition()
         self._closed = False
+        self._worker_busy = False  # the worker is running a batch
+        self._inline_busy = False  # a caller is running an input in run_now()
         self._batches_run = 0
         self._frames_run = 0
         self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
@@ -64,6 +67,23 @@ class Batcher:
             self._condition.notify()
         return future
 
+    def run_now(self, model_input: np.ndarray) -> np.ndarray | None:
+        """Run one input on the calling thread, when nothing is queued or running and batches
+        do not wait for company (`max_wait_ms` 0): a lone frame skips the hop to the worker.
+        None when the input must be submitted instead."""
+        if self.max_wait > 0:
+            return None
+        with self._condition:
+            if self._closed or self._pending or self._worker_busy or self._inline_busy:
+                return None
+            self._inline_busy = True
+        try:
+            return self._predict_rows(np.asarray(model_input)[None])[0]
+        finally:
+            with self._condition:
+                self._inline_busy = False
+                self._condition.notify_all()
+
     def close(self) -> None:
         """Stop the worker, failing queued futures; a batch already running finishes first."""
         with self._condition:
@@ -71,6 +91,8 @@ class Batcher:
             queued = list(self._pending)
             self._pending.clear()
             self._condition.notify_all()
+            while self._inline_busy:  # the model stays usable until run_now() returns
+                self._condition.wait()
         _fail(queued, RuntimeError("the model was unloaded"))
         # A future's done-callback runs on the worker and may close the batcher itself.
         if threading.current_thread() is not self._thread:
@@ -78,21 +100,27 @@ class Batcher:
 
     def _work(self) -> None:
         while (items := self._take()) is not None:
-            # Marking them running here is what makes a later cancel() fail, so none is lost.
-            items = [item for item in items if item[1].set_running_or_notify_cancel()]
-            groups: dict[tuple, list[_Item]] = {}
-            for item in items:
-                groups.setdefault((item[0].shape, item[0].dtype), []).append(item)
-            for group in groups.values():
-                self._run(group)
+            try:
+                # Marking them running here is what makes a later cancel() fail, so none is lost.
+                items = [item for item in items if item[1].set_running_or_notify_cancel()]
+                groups: dict[tuple, list[_Item]] = {}
+                for item in items:
+                    groups.setdefault((item[0].shape, item[0].dtype), []).append(item)
+                for group in groups.values():
+                    self._run(group)
+            finally:
+                with self._condition:
+                    self._worker_busy = False
 
     def _take(self) -> list[_Item] | None:
-        """Wait for the first input, then gather a batch; None once closed."""
+        """Wait for the first input (and for run_now() to finish), then gather a batch; None
+        once closed."""
         with self._condition:
-            while not self._pending and not self._closed:
+            while (not self._pending or self._inline_busy) and not self._closed:
                 self._condition.wait()
             if self._closed:
                 return None
+            self._worker_busy = True
             deadline = time.monotonic() + self.max_wait
             items = [self._pending.popleft()]
             while len(items) < self.max_batch_size and not self._closed:
@@ -104,20 +132,25 @@ class Batcher:
                     break
             if not self._closed:
                 return items
+            self._worker_busy = False
         _fail(items, RuntimeError("the model was unloaded"))
         return None
 
+    def _predict_rows(self, batch: np.ndarray) -> np.ndarray:
+        """`predict` on a batch, checked to give one output row per input."""
+        self._batches_run += 1
+        self._frames_run += len(batch)
+        output = np.asarray(self._predict(batch))
+        rows = output.shape[0] if output.ndim else 0
+        if rows != len(batch):
+            raise RuntimeError(
+                f"The model returned {rows} output rows for a batch of {len(batch)} inputs."
+            )
+        return output
+
     def _run(self, group: list[_Item]) -> None:
         try:
-            batch = np.stack([model_input for model_input, _ in group])
-            self._batches_run += 1
-            self._frames_run += len(group)
-            output = np.asarray(self._predict(batch))
-            rows = output.shape[0] if output.ndim else 0
-            if rows != len(group):
-                raise RuntimeError(
-                    f"The model returned {rows} output rows for a batch of {len(group)} inputs."
-                )
+            output = self._predict_rows(np.stack([model_input for model_input, _ in group]))
         except Exception as exc:
             for _, future in group:
                 future.set_exception(exc)
