@@ -120,7 +120,7 @@ class PredictionConsumer(AsyncWebsocketConsumer):
         if spec is None or serving.model_cache().is_loaded(spec):
             return  # the pool's threads are for frames
         self.preloading = asyncio.ensure_future(
-            serving.run_in_inference_pool(serving.preload, self.project.model)
+            serving.run_in_inference_pool(serving.preload, spec)
         )
 
     async def _queue_reply(self, reply: dict) -> None:
