@@ -147,6 +147,45 @@ async def test_api_needs_no_csrf_token(colors):
     assert response.status_code == 200
 
 
+async def test_other_sites_allowed_by_the_project_may_read_replies(async_client, colors):
+    await Project.objects.filter(pk=colors.pk).aupdate(allowed_origins="https://app.example.com")
+    png = encode(solid_image("red"), "PNG")
+    path = PREDICT.format("colors")
+
+    allowed = await async_client.post(
+        path, png, content_type="image/png", headers={"Origin": "https://app.example.com"}
+    )
+    assert allowed.status_code == 200
+    assert allowed["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "Origin" in allowed["Vary"]
+    other = await async_client.post(
+        path, png, content_type="image/png", headers={"Origin": "https://evil.example"}
+    )
+    assert other.status_code == 200  # a script may still call it; a browser may not read it
+    assert "Access-Control-Allow-Origin" not in other
+
+    preflight = await async_client.options(
+        path,
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert preflight["Access-Control-Allow-Methods"] == "POST"
+    assert "Content-Type" in preflight["Access-Control-Allow-Headers"]
+    refused = await async_client.options(path, headers={"Origin": "https://evil.example"})
+    assert refused.status_code == 403 and "Access-Control-Allow-Origin" not in refused
+    assert refused.json()["code"] == "forbidden"
+
+    detail = await async_client.get(
+        "/api/projects/colors/", headers={"Origin": "https://app.example.com"}
+    )
+    assert detail["Access-Control-Allow-Origin"] == "https://app.example.com"
+
+
 async def test_health_ready_and_metrics(async_client, colors):
     assert (await async_client.get("/healthz")).status_code == 200
     ready = await async_client.get("/readyz")

@@ -363,37 +363,53 @@ def test_the_client_reconnects_after_a_server_restart(page, site):
 # --- Other sites ----------------------------------------------------------------------------------
 
 
-def test_only_the_projects_allowed_origins_may_open_the_socket(page, site, tmp_path):
+def test_only_the_projects_allowed_origins_may_use_it_from_their_pages(page, site, tmp_path):
     # A page of another site imports the client from this server (WhiteNoise serves static
-    # files with CORS) and connects; the project allows allowed.test, not refused.test.
+    # files with CORS), connects, and also POSTs to the HTTP API (a preflighted fetch); the
+    # project allows allowed.test, not refused.test.
     (tmp_path / "index.html").write_text(
-        f"""<!doctype html><p id="out">waiting</p>
+        f"""<!doctype html><p id="out">waiting</p><p id="http">waiting</p>
         <script type="module">
           import {{ connect }} from "{site.url}/static/predictions/modelserver.js";
-          const client = connect("{site.url}", "colors", {{ maxDelayMs: 1000 }});
+          const canvas = Object.assign(document.createElement("canvas"), {{ width: 8, height: 8 }});
+          const ctx = canvas.getContext("2d");
+          ctx.fillStyle = "rgb(30,200,40)";
+          ctx.fillRect(0, 0, 8, 8);
           const out = document.getElementById("out");
+          const client = connect("{site.url}", "colors", {{ maxDelayMs: 1000 }});
           client.addEventListener("ready", async () => {{
-            const canvas = Object.assign(document.createElement("canvas"), {{ width: 8, height: 8 }});
-            const ctx = canvas.getContext("2d");
-            ctx.fillStyle = "rgb(30,200,40)";
-            ctx.fillRect(0, 0, 8, 8);
             const reply = await client.predict(canvas);
             out.textContent = "answered " + reply.labels[0].label;
           }});
           client.addEventListener("state", ({{ detail }}) => {{
             if (detail.state === "reconnecting" && detail.closeCode) out.textContent = "refused";
           }});
+          const http = document.getElementById("http");
+          canvas.toBlob(async (png) => {{
+            try {{
+              const response = await fetch("{site.url}/api/projects/colors/predict", {{
+                method: "POST", body: png, headers: {{ "Content-Type": "image/png" }},
+              }});
+              http.textContent = "answered " + (await response.json()).labels[0].label;
+            }} catch (error) {{
+              http.textContent = "refused";
+            }}
+          }}, "image/png");
         </script>"""
     )
     with browser.OtherSite(tmp_path, site.other_port):
         page.goto(f"http://allowed.test:{site.other_port}/")
         page.wait_for_selector("#out:has-text('answered')")
+        page.wait_for_selector("#http:not(:has-text('waiting'))")
         assert page.locator("#out").inner_text() == "answered green"
+        assert page.locator("#http").inner_text() == "answered green"
 
         page.goto(f"http://refused.test:{site.other_port}/")
         page.wait_for_selector("#out:has-text('refused')")
+        page.wait_for_selector("#http:not(:has-text('waiting'))")
         page.wait_for_timeout(1500)  # and it never gets in on a retry
         assert page.locator("#out").inner_text() == "refused"
+        assert page.locator("#http").inner_text() == "refused"
 
 
 # --- The admin --------------------------------------------------------------------------------
