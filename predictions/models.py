@@ -7,6 +7,8 @@ from django.core.exceptions import ValidationError
 from django.core.files.storage import storages
 from django.db import models
 
+from .formats import ModelFormat
+
 
 def model_storage():
     """The storage that holds model files: S3 when configured, a local folder otherwise."""
@@ -58,6 +60,14 @@ class Project(models.Model):
         related_name="+",
         help_text="The version in service.",
     )
+    activate_when_ready = models.ForeignKey(
+        "ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The version to put in service once its check passes (the latest request).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -74,8 +84,10 @@ class ModelVersion(models.Model):
         S3_KEY = "s3_key", "existing object in the bucket"
 
     class Status(models.TextChoices):
+        PENDING = "pending", "pending (waiting for a worker)"
+        CHECKING = "checking", "checking"
         READY = "ready", "ready"
-        FAILED = "failed", "failed a later validation"
+        FAILED = "failed", "failed"
 
     class Runtime(models.TextChoices):
         LITERT = "litert", "LiteRT (compiled)"
@@ -89,21 +101,34 @@ class ModelVersion(models.Model):
     number = models.PositiveIntegerField()
     file = models.FileField(storage=model_storage, max_length=500)
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.UPLOAD)
+    original_name = models.CharField(
+        max_length=500, blank=True, help_text="The file name as uploaded, or the S3 key."
+    )
+    format = models.CharField(
+        max_length=10, choices=[(f.value, f.value) for f in ModelFormat], default=ModelFormat.KERAS
+    )
     labels = models.JSONField(default=list, blank=True)
-    sha256 = models.CharField(max_length=64)
-    size_bytes = models.BigIntegerField()
-    input_shape = models.JSONField(help_text="[height, width, channels], read from the model.")
+    sha256 = models.CharField(max_length=64, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    input_shape = models.JSONField(
+        default=list, blank=True, help_text="[height, width, channels], read from the model."
+    )
     output_shape = models.JSONField(default=list)
     resize = models.CharField(max_length=10, choices=Resize.choices, default=Resize.STRETCH)
     scale_min = models.FloatField(default=0.0, help_text="Value the darkest pixel maps to.")
     scale_max = models.FloatField(default=1.0, help_text="Value the brightest pixel maps to.")
-    runtime = models.CharField(max_length=10, choices=Runtime.choices, default=Runtime.KERAS)
+    runtime = models.CharField(max_length=10, choices=Runtime.choices, blank=True)
     compiled_file = models.CharField(
         max_length=500, blank=True, help_text="The LiteRT artifact in the model storage."
     )
     compiled_sha256 = models.CharField(max_length=64, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.READY)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     validation_message = models.TextField(blank=True)
+    # The registration job: its task, how often a worker took it up, and the lease a worker
+    # renews while it checks (a version `checking` past its lease has lost its worker).
+    task_id = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

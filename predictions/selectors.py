@@ -47,6 +47,7 @@ def version_spec(version: ModelVersion) -> ModelSpec:
         scale_min=version.scale_min,
         scale_max=version.scale_max,
         runtime=version.runtime,
+        format=version.format,
         compiled_file=version.compiled_file,
         compiled_sha256=version.compiled_sha256,
     )

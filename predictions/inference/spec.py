@@ -17,6 +17,7 @@ class ModelSpec:
     scale_min: float = 0.0
     scale_max: float = 1.0
     runtime: str = "keras"
+    format: str = "keras"  # the source file's format (a ModelFormat value)
     compiled_file: str = ""
     compiled_sha256: str = ""
 
