@@ -14,14 +14,16 @@ $(VENV)/.runtime-installed: requirements.txt | $(PYTHON)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-$(VENV)/.test-installed: requirements.txt requirements-test.txt | $(PYTHON)
+$(VENV)/.test-installed: requirements.txt requirements-test.txt requirements-test-nodeps.txt | $(PYTHON)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-test-nodeps.txt
 	touch $@ $(VENV)/.runtime-installed
 
 run: $(VENV)/.runtime-installed
 	$(PYTHON) manage.py migrate --noinput
 	$(PYTHON) manage.py bootstrap_demo
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" HOST=$(HOST) PORT=$(PORT) bin/web  # daphne, flags in bin/web
+	# daphne (flags in bin/web) and the registration worker (bin/worker), stopped together
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" HOST=$(HOST) $(VENV)/bin/honcho start -f Procfile.dev -p $(PORT)
 
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .

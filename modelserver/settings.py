@@ -29,6 +29,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_guid",
+    "django_tasks",
+    "django_tasks_db",
     "predictions",
 ]
 
@@ -63,6 +65,13 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # `make run`: daphne and the worker share one SQLite file without "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channel layer: Redis when configured (needed for more than one process), in-memory otherwise.
@@ -112,6 +121,18 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
     "models": MODEL_STORAGE,
 }
+
+# Registration jobs (checking a new version's file) run in the worker process (`run_worker`),
+# queued in the database by django-tasks-db. A job renews a lease on its version while it
+# runs; one whose lease lapses (its worker died) is taken up again, at most
+# REGISTRATION_MAX_ATTEMPTS times in all, then failed with the reason.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+REGISTRATION_LEASE_SECONDS = env.float("REGISTRATION_LEASE_SECONDS", default=60.0)
+REGISTRATION_MAX_ATTEMPTS = env.int("REGISTRATION_MAX_ATTEMPTS", default=2)
+WORKER_POLL_SECONDS = env.float("WORKER_POLL_SECONDS", default=1.0)
+# Without Redis each process has its own channel layer: web processes then watch the database
+# for activations (made by the worker, say) every this many seconds.
+MODEL_SWAP_POLL_SECONDS = env.float("MODEL_SWAP_POLL_SECONDS", default=2.0)
 
 # Downloaded model files, keyed by their sha256; safe to delete while the server is stopped.
 MODEL_CACHE_DIR = env.path("MODEL_CACHE_DIR", default=BASE_DIR / "var" / "model-cache")

@@ -2,25 +2,31 @@
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect, JsonResponse
 from django.template.defaultfilters import filesizeformat
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from . import services
+from .formats import ACCEPTED_FORMATS_TEXT
 from .models import ModelVersion, Project
+
+WORKING = (ModelVersion.Status.PENDING, ModelVersion.Status.CHECKING)
 
 
 class ModelVersionAddForm(forms.ModelForm):
-    """Register a version: upload a `.keras` file or name an object already in the bucket."""
+    """Register a version: upload a model file or name an object already in the bucket. Saving
+    stores it as `pending` at once; the worker checks it."""
 
     upload = forms.FileField(
-        required=False, label="Model file", help_text="A Keras 3 `.keras` file."
+        required=False, label="Model file", help_text=f"{ACCEPTED_FORMATS_TEXT.capitalize()}."
     )
     s3_key = forms.CharField(
         required=False,
         label="S3 key",
         max_length=500,
-        help_text="Or the key of a `.keras` object already in the model bucket.",
+        help_text="Or the key of a model object already in the model bucket.",
     )
     labels_text = forms.CharField(
         required=False,
@@ -30,7 +36,9 @@ class ModelVersionAddForm(forms.ModelForm):
         "Leave empty for a model whose raw outputs are the answer.",
     )
     activate = forms.BooleanField(
-        required=False, initial=True, help_text="Put this version in service once it validates."
+        required=False,
+        initial=True,
+        help_text="Put this version in service once its check passes.",
     )
 
     class Meta:
@@ -45,27 +53,35 @@ class ModelVersionAddForm(forms.ModelForm):
         if bool(upload) == bool(s3_key):
             raise forms.ValidationError("Upload a model file or give an S3 key (one of the two).")
         labels = [line.strip() for line in cleaned.get("labels_text", "").splitlines()]
-        labels = [label for label in labels if label]
+        cleaned["labels"] = [label for label in labels if label]
         try:
-            self.prepared = services.version_prepare(
+            services.labels_check(cleaned["labels"])
+            # Cheap: the upload's format and config are vetted; nothing is loaded here.
+            self.source = services.version_source(
                 upload=upload,
+                upload_name=upload.name if upload else "",
                 s3_key=s3_key or None,
-                labels=labels,
-                resize=cleaned["resize"],
-                scale_min=cleaned["scale_min"],
-                scale_max=cleaned["scale_max"],
             )
         except services.ModelValidationError as exc:
-            raise forms.ValidationError(f"The model did not validate: {exc}") from None
+            raise forms.ValidationError(f"The model was refused: {exc}") from None
         return cleaned
 
 
 class VersionColumns:
-    """Columns shared by the version list and the project's version table."""
+    """Columns shared by the version list and the project's version table; status, message
+    and "active" update in place while a check runs (predictions/admin_status.js)."""
 
-    @admin.display(boolean=True, description="active")
+    @admin.display(description="active")
     def is_active(self, version):
-        return version.project.active_version_id == version.pk
+        return _live_cell(version, "active", _active_text(version))
+
+    @admin.display(description="status", ordering="status")
+    def status_cell(self, version):
+        return _live_cell(version, "status", version.status)
+
+    @admin.display(description="message")
+    def message_cell(self, version):
+        return _live_cell(version, "message", version.validation_message)
 
     @admin.display(description="labels")
     def labels_count(self, version):
@@ -87,14 +103,15 @@ class VersionInline(VersionColumns, admin.TabularInline):
     show_change_link = True
     fields = [
         "number",
-        "status",
+        "status_cell",
         "is_active",
+        "format",
         "runtime",
         "input_shape",
         "labels_count",
         "size",
         "sha256_prefix",
-        "validation_message",
+        "message_cell",
     ]
     readonly_fields = fields
 
@@ -106,8 +123,17 @@ class VersionInline(VersionColumns, admin.TabularInline):
 class ProjectAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "is_public", "active_version", "demo_link"]
     prepopulated_fields = {"slug": ["name"]}
-    readonly_fields = ["active_version", "demo_link", "created_at", "updated_at"]
+    readonly_fields = [
+        "active_version",
+        "activate_when_ready",
+        "demo_link",
+        "created_at",
+        "updated_at",
+    ]
     inlines = [VersionInline]
+
+    class Media:
+        js = ["predictions/admin_status.js"]
 
     @admin.display(description="demo")
     def demo_link(self, project):
@@ -123,23 +149,34 @@ class ProjectAdmin(admin.ModelAdmin):
 class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
     list_display = [
         "__str__",
-        "status",
+        "status_cell",
         "is_active",
+        "format",
         "runtime",
         "source",
         "input_shape",
         "labels_count",
         "size",
         "sha256_prefix",
+        "message_cell",
         "created_at",
     ]
-    list_filter = ["project", "status"]
+    list_filter = ["project", "status", "format"]
+
+    class Media:
+        js = ["predictions/admin_status.js"]
+
     actions = ["activate_version", "revalidate_versions"]
     readonly_fields = [
         "project",
         "number",
+        "status_cell",
+        "is_active",
+        "message_cell",
         "file",
         "source",
+        "original_name",
+        "format",
         "labels",
         "sha256",
         "size_bytes",
@@ -151,8 +188,7 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
         "runtime",
         "compiled_file",
         "compiled_sha256",
-        "status",
-        "validation_message",
+        "attempts",
         "created_at",
     ]
 
@@ -182,8 +218,14 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
         if change:
             return super().save_form(request, form, change)
         data = form.cleaned_data
-        return services.version_create(
-            project=data["project"], prepared=form.prepared, activate=data["activate"]
+        return services.version_submit(
+            project=data["project"],
+            source=form.source,
+            labels=data["labels"],
+            activate=data["activate"],
+            resize=data["resize"],
+            scale_min=data["scale_min"],
+            scale_max=data["scale_max"],
         )
 
     def save_model(self, request, obj, form, change):
@@ -196,25 +238,82 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
         if change:
             super().save_related(request, form, formsets, change)
 
-    @admin.action(description="Activate the selected version")
+    def response_add(self, request, obj, post_url_continue=None):
+        then = ", then puts it in service" if _active_text(obj) == "when ready" else ""
+        self.message_user(
+            request,
+            f"{obj} is stored and pending: the worker checks it{then}. "
+            "Its status below updates by itself.",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:predictions_modelversion_changelist"))
+
+    def get_urls(self):
+        status = path(
+            "status/",
+            self.admin_site.admin_view(self.status_view),
+            name="predictions_modelversion_status",
+        )
+        return [status, *super().get_urls()]
+
+    def status_view(self, request):
+        """`{"<id>": {"status", "message", "active"}}` for `?ids=1,2`: the live cells' source."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.isdigit()][:200]
+        versions = ModelVersion.objects.select_related("project").filter(pk__in=ids)
+        return JsonResponse(
+            {
+                str(v.pk): {
+                    "status": v.status,
+                    "message": v.validation_message,
+                    "active": _active_text(v),
+                }
+                for v in versions
+            }
+        )
+
+    @admin.action(description="Activate the selected version (when it is ready)")
     def activate_version(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version to activate.", messages.ERROR)
             return
         version = queryset.get()
         try:
-            services.version_activate(version=version)
+            live = services.version_activate(version=version)
         except services.ModelValidationError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
-        self.message_user(request, f"{version} is now in service.", messages.SUCCESS)
+        if live:
+            self.message_user(request, f"{version} is now in service.", messages.SUCCESS)
+        else:
+            self.message_user(
+                request, f"{version} is {version.status}: it goes into service when it is ready."
+            )
 
-    @admin.action(description="Validate the selected versions again")
+    @admin.action(description="Check the selected versions again")
     def revalidate_versions(self, request, queryset):
         for version in queryset:
-            if services.version_revalidate(version=version):
-                self.message_user(request, f"{version}: {version.validation_message}")
-            else:
-                self.message_user(
-                    request, f"{version}: {version.validation_message}", messages.ERROR
-                )
+            services.version_recheck(version=version)
+        self.message_user(request, f"Queued {queryset.count()} check(s) for the worker.")
+
+
+def _active_text(version: ModelVersion) -> str:
+    project = Project.objects.get(pk=version.project_id) if version.pk else version.project
+    if project.active_version_id == version.pk:
+        return "in service"
+    if project.activate_when_ready_id == version.pk:
+        return "when ready"
+    return ""
+
+
+def _live_cell(version: ModelVersion, field: str, text: str):
+    """A cell that predictions/admin_status.js refreshes while the version is being checked."""
+    url = reverse("admin:predictions_modelversion_status")
+    return format_html(
+        '<span data-version="{}" data-field="{}" data-status-url="{}">{}</span>',
+        version.pk,
+        field,
+        url,
+        text,
+    )

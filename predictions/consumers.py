@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from . import metrics, selectors, serving, shutdown
+from . import metrics, selectors, serving, shutdown, swaps
 from .inference.errors import BUSY, error_reply
 from .origins import origin_allowed
 from .services import project_group_name
@@ -53,6 +53,7 @@ class PredictionConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.project = project
+        swaps.watch_activations()
         shutdown.track(self)
         metrics.WEBSOCKETS.inc()
         self.sender = asyncio.create_task(self._send_replies())
@@ -109,7 +110,10 @@ class PredictionConsumer(AsyncWebsocketConsumer):
         if project is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        unchanged = _version_id(project) == _version_id(self.project)
         self.project = project
+        if unchanged:  # announced twice (by the activating process and a watcher): once is enough
+            return
         self._preload()
         model = project.model.meta() if project.model else None
         await self._queue_reply({"type": "model_changed", "model": model})
@@ -161,6 +165,10 @@ class RateLimit:
             return False
         self.tokens -= 1
         return True
+
+
+def _version_id(project: selectors.ProjectInfo | None) -> int | None:
+    return project.model.version_id if project is not None and project.model else None
 
 
 def _header(scope, name: bytes) -> str | None:

@@ -56,12 +56,17 @@ def model_cache() -> ModelCache:
 def load_runtime(spec: ModelSpec) -> tuple[object, int]:
     """Fetch a version's artifact (hash-checked) and load it; returns (runtime, bytes on disk)."""
     if spec.runtime == "litert" and spec.compiled_file:
+        # A converted version's artifact, or a `.tflite` source stored as its own artifact.
         path = file_cache().fetch(
             name=spec.compiled_file, sha256=spec.compiled_sha256, suffix=".tflite"
         )
         runtime = LiteRTRuntime(str(path), threads=settings.LITERT_THREADS)
     else:
-        path = file_cache().fetch(name=spec.file_name, sha256=spec.sha256, suffix=".keras")
+        from .formats import ModelFormat
+
+        # Keras picks its loader by the file's suffix (`.keras` or `.h5`).
+        suffix = ModelFormat(spec.format).suffix
+        path = file_cache().fetch(name=spec.file_name, sha256=spec.sha256, suffix=suffix)
         # Only versions that did not convert to LiteRT bring TensorFlow into this process.
         from .inference.runtime import KerasRuntime
 

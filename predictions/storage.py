@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from django.conf import settings
 
-from .inference.errors import ModelUnavailable
+from .inference.errors import ModelUnavailable, ModelValidationError
 from .models import model_storage
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,12 @@ class ModelFileCache:
             raise
         return target, sha256, size
 
+    def retag(self, path: Path, suffix: str) -> Path:
+        """Give a cached file another suffix (Keras picks its loader by the file's name)."""
+        target = path.with_suffix(suffix)
+        os.replace(path, target)
+        return target
+
     def _path(self, sha256: str, suffix: str) -> Path:
         return self.directory / f"{sha256}{suffix}"
 
@@ -100,3 +106,45 @@ def file_cache() -> ModelFileCache:
         if _file_cache is None or _file_cache.directory != Path(settings.MODEL_CACHE_DIR):
             _file_cache = ModelFileCache(settings.MODEL_CACHE_DIR)
         return _file_cache
+
+
+def store_once(name: str, content) -> str:
+    """Save under a content-addressed name; an identical file already there is kept."""
+    storage = model_storage()
+    if storage.exists(name):
+        return name
+    return storage.save(name, content)
+
+
+def storage_read_head(key: str, size: int) -> tuple[bytes, int]:
+    """The first `size` bytes of an object in the model storage, and its full size, without
+    downloading the rest. Raises `ModelValidationError` when it is missing or unreadable."""
+    storage = model_storage()
+    try:
+        total = storage.size(key)
+        bucket = getattr(storage, "bucket", None)  # S3: a ranged GET, not the whole object
+        if bucket is not None:
+            body = bucket.Object(key).get(Range=f"bytes=0-{size - 1}")["Body"]
+            return body.read(), total
+        with storage.open(key, "rb") as handle:
+            return handle.read(size), total
+    except Exception as exc:
+        raise storage_error(key, exc) from None
+
+
+def storage_fetch_key(key: str) -> tuple[Path, str, int]:
+    """Copy an object of the model storage into the local cache; returns (path, sha256, size)."""
+    try:
+        with model_storage().open(key, "rb") as remote:
+            return file_cache().add(remote, suffix=".download")
+    except Exception as exc:
+        raise storage_error(key, exc) from None
+
+
+def storage_error(key: str, exc: Exception) -> ModelValidationError:
+    """A storage failure in words: a missing object, or why it could not be read."""
+    response = getattr(exc, "response", None) or {}  # botocore's errors carry the S3 code
+    missing = response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+    if missing or isinstance(exc, FileNotFoundError):
+        return ModelValidationError(f"No object named {key!r} in the model storage.")
+    return ModelValidationError(f"Could not read {key!r} from the model storage: {exc}")

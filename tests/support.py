@@ -1,5 +1,6 @@
 """Test helpers: small trained models, images, and real servers (SeaweedFS S3, daphne)."""
 
+import contextlib
 import io
 import os
 import shutil
@@ -42,8 +43,21 @@ class TrainedModels:
     colors: Path  # 16x16x3 -> red / green / blue (softmax)
     lambda_model: Path  # holds a Lambda layer: Keras safe mode refuses it
     two_inputs: Path  # a model this server cannot feed
-    h5: Path  # the legacy HDF5 format
+    h5: Path  # an HDF5 file holding the colours model's weights only, no model
     not_a_model: Path  # a zip without a Keras config
+    h5_tf_keras: Path  # the colours model as a Keras 2 `.h5`, written by tf_keras
+    h5_keras3: Path  # the colours model as Keras 3's legacy writer saves `.h5`
+    h5_lambda: Path  # a Keras 2 `.h5` whose Lambda touches the file named in $PAYLOAD_MARKER_ENV
+    tflite: Path  # the colours model exported to LiteRT elsewhere
+    tflite_fixed_batch: Path  # 8x8x1 -> 64, builtin ops, converted with a fixed batch of one
+    tflite_custom_op: Path  # 8x8x1 with a custom operator (BesselI1e)
+    tflite_flex_op: Path  # 8x8x1 with a select TensorFlow op (FlexCumprod)
+    tflite_two_inputs: Path
+    tflite_vector_input: Path  # input [1, 8]: not an image
+    tflite_int8_input: Path  # the colours model quantized, int8 in and out
+
+
+PAYLOAD_MARKER_ENV = "MODELSERVER_TEST_PAYLOAD_MARKER"
 
 
 def train_test_models(folder: Path) -> TrainedModels:
@@ -93,7 +107,115 @@ def train_test_models(folder: Path) -> TrainedModels:
         two_inputs=folder / "two-inputs.keras",
         h5=h5,
         not_a_model=not_a_model,
+        **_legacy_h5_files(folder, colors),
+        **_tflite_files(folder, colors),
     )
+
+
+def _legacy_h5_files(folder: Path, colors) -> dict[str, Path]:
+    """Genuine legacy `.h5` models: tf_keras (Keras 2) and Keras 3's legacy writer."""
+    import tf_keras
+
+    keras2 = tf_keras.Sequential(
+        [
+            tf_keras.Input((16, 16, 3)),
+            tf_keras.layers.Conv2D(8, 3, activation="relu"),
+            tf_keras.layers.GlobalAveragePooling2D(),
+            tf_keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    keras2.set_weights(colors.get_weights())  # the same classifier, in Keras 2's own file
+    keras2.save(folder / "colors-tf-keras.h5")
+    colors.save(folder / "colors-keras3.h5")
+
+    # Marshalled bytecode that touches a marker file whenever it runs (Keras calls it while
+    # building the model, so a load that gets that far leaves the marker).
+    def payload(name: str):  # a lambda (what Keras marshals) with the name in its closure
+        return lambda t: (
+            t * 2
+            if __import__("os").environ.get(name) is None
+            else (open(__import__("os").environ[name], "w").close(), t * 2)[1]
+        )
+
+    lambda_layer = tf_keras.layers.Lambda(payload(PAYLOAD_MARKER_ENV))
+    tf_keras.Sequential([tf_keras.Input((4, 4, 1)), lambda_layer, tf_keras.layers.Flatten()]).save(
+        folder / "lambda.h5"
+    )
+    return {
+        "h5_tf_keras": folder / "colors-tf-keras.h5",
+        "h5_keras3": folder / "colors-keras3.h5",
+        "h5_lambda": folder / "lambda.h5",
+    }
+
+
+def _tflite_files(folder: Path, colors) -> dict[str, Path]:
+    """LiteRT flatbuffers as other tools make them: exported, converted, custom and odd."""
+    import tensorflow as tf
+
+    def convert(function, *shapes, select_tf_ops=False, **options) -> bytes:
+        signature = [tf.TensorSpec(shape, tf.float32) for shape in shapes]
+        function = tf.function(function, input_signature=signature)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [function.get_concrete_function()], function
+        )
+        if select_tf_ops:
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.TFLITE_BUILTINS,
+                tf.lite.OpsSet.SELECT_TF_OPS,
+            ]
+        for name, value in options.items():
+            setattr(converter, name, value)
+        return converter.convert()
+
+    def representative():
+        for _ in range(4):
+            yield [np.random.default_rng(0).uniform(0, 1, (1, 16, 16, 3)).astype(np.float32)]
+
+    colors.export(str(folder / "colors.tflite"), format="litert", verbose=False)
+    grid = (1, 8, 8, 1)
+    files = {
+        "tflite_fixed_batch": convert(lambda x: tf.nn.softmax(tf.reshape(x, [1, 64])), grid),
+        "tflite_custom_op": convert(
+            lambda x: tf.reshape(tf.math.bessel_i1e(x), [1, 64]), grid, allow_custom_ops=True
+        ),
+        "tflite_flex_op": convert(
+            lambda x: tf.reshape(tf.math.cumprod(x, axis=1), [1, 64]), grid, select_tf_ops=True
+        ),
+        "tflite_two_inputs": convert(lambda a, b: tf.reshape(a + b, [1, 64]), grid, grid),
+        "tflite_vector_input": convert(tf.nn.softmax, (1, 8)),
+        "tflite_int8_input": convert(
+            lambda x: colors(x),
+            (1, 16, 16, 3),
+            optimizations=[tf.lite.Optimize.DEFAULT],
+            representative_dataset=representative,
+            inference_input_type=tf.int8,
+            inference_output_type=tf.int8,
+        ),
+    }
+    paths = {"tflite": folder / "colors.tflite"}
+    for name, content in files.items():
+        paths[name] = folder / f"{name.removeprefix('tflite_')}.tflite"
+        paths[name].write_bytes(content)
+    return paths
+
+
+# --- Registering in this process ----------------------------------------------------------------
+
+
+def register(project, path: Path, *, labels=COLOR_LABELS, activate=True, is_public=True, **options):
+    """Register a model file for a project (a Project, or a slug created on first use), checked
+    at once in a child process as `register_model` does without --no-wait."""
+    from predictions import services
+    from predictions.models import Project
+
+    if isinstance(project, str):
+        project, _ = Project.objects.get_or_create(
+            slug=project, defaults={"name": project, "is_public": is_public}
+        )
+    with open(path, "rb") as upload:
+        return services.version_register(
+            project=project, upload=upload, labels=list(labels), activate=activate, **options
+        )
 
 
 # --- Ports and waiting ------------------------------------------------------------------------
@@ -346,6 +468,67 @@ def manage(*args: str, env: dict, check: bool = True) -> subprocess.CompletedPro
     )
 
 
+def show_versions(slug: str, *, env: dict) -> list[dict]:
+    """`manage.py show_versions SLUG`, parsed: one dict a version, newest first."""
+    import json
+
+    output = manage("show_versions", slug, env=env).stdout
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def wait_for_version(slug: str, number: int, *, env: dict, statuses, timeout: float) -> dict:
+    """Poll `show_versions` until version `number` has one of `statuses`; returns its line."""
+
+    def reached():
+        line = next(v for v in show_versions(slug, env=env) if v["version"] == number)
+        return line if line["status"] in statuses else None
+
+    return wait_for(reached, timeout=timeout, what=f"{slug} v{number} {'/'.join(statuses)}")
+
+
+class WorkerProcess:
+    """The worker (`bin/worker`, the Procfile's `worker:` line), in a process group of its own."""
+
+    def __init__(self, env: dict, log_path: Path):
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log = open(self.log_path, "ab")  # closed in stop()
+        self.process = subprocess.Popen(
+            ["bin/worker"],
+            cwd=PROJECT_DIR,
+            env={**self.env, "PATH": f"{Path(sys.executable).parent}:{self.env.get('PATH', '')}"},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def children(self) -> list[int]:
+        """The worker's child processes (a running check)."""
+        pid = self.process.pid
+        found = []
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                found += [int(child) for child in (task / "children").read_text().split()]
+        return found
+
+    def kill(self) -> None:
+        """SIGKILL the worker alone, as the OOM killer or a dyno's end would."""
+        self.process.kill()
+        self.process.wait()
+        self.log.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            stop_process(self.process, timeout=30)
+            self.log.close()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 class DaphneServer:
     """An ASGI app (the model server by default) served by daphne on a free loopback port;
     `extra_args` are more daphne options."""
@@ -388,3 +571,72 @@ class DaphneServer:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+# --- The admin over HTTP, as a browser would post its forms ---------------------------------
+
+
+class AdminSession:
+    """A logged-in admin session against a live server in production settings, over plain
+    HTTP on loopback: it says `X-Forwarded-Proto: https` (as Heroku's router does) and keeps
+    its cookies itself, since they are Secure."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.cookies: dict[str, str] = {}
+
+    def request(self, path: str, *, data: bytes | None = None, content_type: str = ""):
+        """(status, body text, Location header); redirects are not followed."""
+        import urllib.error
+        from http.cookies import SimpleCookie
+
+        headers = {
+            "X-Forwarded-Proto": "https",
+            "Referer": f"https://127.0.0.1{path}",
+            "Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items()),
+        }
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = urllib.request.Request(f"{self.base_url}{path}", data=data, headers=headers)
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            response = opener.open(request, timeout=60)
+        except urllib.error.HTTPError as error:
+            response = error
+        for header in response.headers.get_all("Set-Cookie") or []:
+            for name, morsel in SimpleCookie(header).items():
+                self.cookies[name] = morsel.value
+        body = response.read().decode(errors="replace")
+        return response.status, body, response.headers.get("Location", "")
+
+    def login(self, username: str, password: str) -> None:
+        self.request("/admin/login/")
+        status, _, _ = self.post("/admin/login/", {"username": username, "password": password})
+        assert status == 302, "the admin login failed"
+
+    def post(self, path: str, fields: dict, files: dict | None = None):
+        """POST a form as multipart, with the CSRF token from the session's cookie."""
+        boundary = uuid.uuid4().hex
+        parts = []
+        for name, value in {**fields, "csrfmiddlewaretoken": self.cookies["csrftoken"]}.items():
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                f"{value}\r\n".encode()
+            )
+        for name, file_path in (files or {}).items():
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                f'filename="{Path(file_path).name}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n".encode()
+                + Path(file_path).read_bytes()
+                + b"\r\n"
+            )
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        return self.request(
+            path, data=body, content_type=f"multipart/form-data; boundary={boundary}"
+        )
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None

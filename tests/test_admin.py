@@ -3,18 +3,19 @@
 import html
 
 import pytest
+from django_tasks_db.models import DBTaskResult
 
-from predictions import services
+from predictions import tasks
 from predictions.models import ModelVersion, Project, model_storage
 from predictions.storage import file_cache
-from tests.support import COLOR_LABELS
+from tests.support import COLOR_LABELS, register
 
 pytestmark = pytest.mark.django_db
 
 VERSION_ADD = "/admin/predictions/modelversion/add/"
 VERSION_LIST = "/admin/predictions/modelversion/"
 PROJECT_LIST = "/admin/predictions/project/"
-NOT_VALIDATED = "The model did not validate"
+REFUSED = "The model was refused"
 ONE_OF_TWO = "Upload a model file or give an S3 key (one of the two)."
 
 
@@ -23,11 +24,13 @@ def project():
     return Project.objects.create(slug="colors", name="Colours")
 
 
-def register(project, path, *, activate=True):
-    with open(path, "rb") as upload:
-        return services.version_register(
-            project=project, upload=upload, labels=COLOR_LABELS, activate=activate
-        )
+def run_job(version) -> ModelVersion:
+    """What the worker does with a version's queued job."""
+    version.refresh_from_db()
+    task = DBTaskResult.objects.get(id=version.task_id, status="READY")
+    tasks.check_version.call(*task.args_kwargs["args"])
+    version.refresh_from_db()
+    return version
 
 
 def add_version(client, project, *, upload=None, s3_key="", labels="red\ngreen\nblue", **extra):
@@ -84,30 +87,38 @@ def test_add_form_shows_the_registration_fields(admin_client):
     assert "input_shape" not in form.fields
 
 
-def test_add_by_upload_validates_stores_and_activates(admin_client, project, trained):
+def test_add_by_upload_stores_a_pending_version_and_the_job_activates_it(
+    admin_client, project, trained
+):
     response = add_version(admin_client, project, upload=trained.colors)
 
     assert response.status_code == 302, response.content.decode()[:2000]
     version = ModelVersion.objects.get()
-    assert version.project == project
-    assert version.number == 1
-    assert version.labels == COLOR_LABELS
-    assert version.input_shape == [16, 16, 3]
-    assert version.output_shape == [3]
-    assert version.status == ModelVersion.Status.READY
+    assert (version.project, version.number, version.labels) == (project, 1, COLOR_LABELS)
+    assert version.status == ModelVersion.Status.PENDING
     assert version.source == ModelVersion.Source.UPLOAD
     assert version.size_bytes == trained.colors.stat().st_size
     assert model_storage().exists(version.file.name)
     project.refresh_from_db()
-    assert project.active_version == version
+    assert project.active_version is None and project.activate_when_ready == version
+    listing = admin_client.get(response.url).content.decode()
+    assert (
+        "Colors v1 is stored and pending: the worker checks it, then puts it in service." in listing
+    )
+    assert f'data-version="{version.pk}" data-field="status"' in listing
 
+    version = run_job(version)
+
+    assert version.status == ModelVersion.Status.READY
+    assert (version.input_shape, version.output_shape) == ([16, 16, 3], [3])
+    project.refresh_from_db()
+    assert project.active_version == version
     page = admin_client.get(f"/admin/predictions/modelversion/{version.pk}/change/")
     assert page.status_code == 200
     text = page.content.decode()
     assert "Loaded with Keras (safe mode): input 16x16x3" in text
-    assert version.validation_message in text
-    assert len(version.sha256) == 64
-    assert version.sha256 in text
+    assert html.escape(version.validation_message) in text
+    assert version.sha256 in text and "in service" in text
 
 
 def test_add_without_activate_leaves_the_active_version(admin_client, project, trained):
@@ -116,7 +127,7 @@ def test_add_without_activate_leaves_the_active_version(admin_client, project, t
     response = add_version(admin_client, project, upload=trained.colors, activate="")
 
     assert response.status_code == 302
-    second = project.versions.get(number=2)
+    second = run_job(project.versions.get(number=2))
     assert second.status == ModelVersion.Status.READY
     project.refresh_from_db()
     assert project.active_version == first
@@ -130,9 +141,14 @@ def test_add_by_s3_key(admin_client, project, trained, s3_storage):
     assert response.status_code == 302, response.content.decode()[:2000]
     version = ModelVersion.objects.get()
     assert version.file.name == "trained-elsewhere/colors.keras"
-    assert version.source == ModelVersion.Source.S3_KEY
-    assert version.input_shape == [16, 16, 3]
-    assert version.labels == COLOR_LABELS
+    assert version.original_name == "trained-elsewhere/colors.keras"
+    assert (version.source, version.format) == (ModelVersion.Source.S3_KEY, "keras")
+    assert version.size_bytes == trained.colors.stat().st_size
+    assert version.sha256 == ""  # hashed when the worker fetches it
+
+    version = run_job(version)
+
+    assert version.input_shape == [16, 16, 3] and len(version.sha256) == 64
     project.refresh_from_db()
     assert project.active_version == version
     # The source was not copied: only its LiteRT artifact was added beside it.
@@ -144,6 +160,52 @@ def test_add_by_s3_key(admin_client, project, trained, s3_storage):
     assert {"trained-elsewhere/colors.keras", version.compiled_file} <= set(keys)
 
 
+def test_the_status_view_feeds_the_live_cells(admin_client, project, trained):
+    ready = register(project, trained.colors)
+    add_version(admin_client, project, upload=trained.colors)
+    pending = project.versions.get(number=2)
+
+    response = admin_client.get(
+        f"{VERSION_LIST}status/?ids={ready.pk},{pending.pk},nonsense,999999"
+    )
+
+    assert response.json() == {
+        str(ready.pk): {
+            "status": "ready",
+            "message": ready.validation_message,
+            "active": "in service",
+        },
+        str(pending.pk): {
+            "status": "pending",
+            "message": "Waiting for a worker to check it.",
+            "active": "when ready",
+        },
+    }
+    page = admin_client.get(f"{PROJECT_LIST}{project.pk}/change/").content.decode()
+    assert "predictions/admin_status.js" in page
+
+
+def test_the_status_view_is_for_staff_only(client, project):
+    response = client.get(f"{VERSION_LIST}status/?ids=1")
+    assert response.status_code == 302 and "/admin/login/" in response.url
+
+
+def test_a_model_that_fails_its_check_is_failed_with_the_reason(admin_client, project, trained):
+    good = register(project, trained.colors)
+
+    add_version(admin_client, project, upload=trained.two_inputs, labels="")
+    add_version(admin_client, project, upload=trained.colors, labels="red\ngreen")
+
+    two_inputs, two_labels = (
+        run_job(v) for v in project.versions.filter(number__gt=1).order_by("number")
+    )
+    assert two_labels.validation_message == "The model has 3 outputs but 2 labels were given."
+    assert "takes 2 inputs" in two_inputs.validation_message
+    assert {two_inputs.status, two_labels.status} == {ModelVersion.Status.FAILED}
+    project.refresh_from_db()
+    assert project.active_version == good and project.activate_when_ready is None
+
+
 # --- Validation failures are form errors -------------------------------------------------------
 
 
@@ -151,13 +213,11 @@ def test_add_by_s3_key(admin_client, project, trained, s3_storage):
     ("model", "labels", "reason"),
     [
         ("lambda_model", "", "`Lambda` layer"),
-        ("h5", "", "This is an HDF5 (.h5) file"),
         ("not_a_model", "", "lacks config.json"),
-        ("two_inputs", "", "takes 2 inputs"),
-        ("colors", "red\ngreen", "The model has 3 outputs but 2 labels were given."),
+        ("colors", "red\nred\nblue", "Labels must be distinct"),
     ],
 )
-def test_a_bad_model_is_a_form_error_and_changes_nothing(
+def test_a_file_refused_on_sight_is_a_form_error_and_changes_nothing(
     admin_client, project, trained, model, labels, reason
 ):
     good = register(project, trained.colors)
@@ -165,7 +225,7 @@ def test_a_bad_model_is_a_form_error_and_changes_nothing(
     response = add_version(admin_client, project, upload=getattr(trained, model), labels=labels)
 
     [error] = form_errors(response)
-    assert error.startswith(NOT_VALIDATED)
+    assert error.startswith(REFUSED)
     assert reason in error
     assert list(project.versions.all()) == [good]
     project.refresh_from_db()
@@ -190,7 +250,7 @@ def test_a_missing_s3_key_is_named_in_the_error(admin_client, project, s3_storag
     response = add_version(admin_client, project, s3_key="nowhere/nope.keras")
 
     [error] = form_errors(response)
-    assert error.startswith(NOT_VALIDATED)
+    assert error.startswith(REFUSED)
     assert "No object named 'nowhere/nope.keras'" in error
     assert not ModelVersion.objects.exists()
 
@@ -261,7 +321,7 @@ def test_activate_action_refuses_a_failed_version(admin_client, project, trained
 
     assert response.status_code == 200
     text = response.content.decode()
-    assert "failed validation and cannot be activated: broken on purpose" in text
+    assert "failed its check and cannot be activated: broken on purpose" in text
     project.refresh_from_db()
     assert project.active_version == first
 
@@ -276,10 +336,12 @@ def test_revalidate_action_keeps_a_good_version_ready(admin_client, project, tra
     response = select_action(admin_client, "revalidate_versions", version)
 
     assert response.status_code == 200
+    assert "Queued 1 check(s) for the worker." in response.content.decode()
     version.refresh_from_db()
+    assert version.status == ModelVersion.Status.PENDING
+    version = run_job(version)
     assert version.status == ModelVersion.Status.READY
     assert version.validation_message.startswith("Loaded with Keras (safe mode)")
-    assert f"Colors v1: {version.validation_message}" in response.content.decode()
 
 
 def test_revalidate_action_marks_a_changed_file_failed(admin_client, project, trained):
@@ -288,13 +350,13 @@ def test_revalidate_action_marks_a_changed_file_failed(admin_client, project, tr
         handle.write(trained.two_inputs.read_bytes())
     (file_cache().directory / f"{version.sha256}.keras").unlink()
 
-    response = select_action(admin_client, "revalidate_versions", version)
+    select_action(admin_client, "revalidate_versions", version)
 
-    assert response.status_code == 200
-    version.refresh_from_db()
+    version = run_job(version)
     assert version.status == ModelVersion.Status.FAILED
-    assert "sha256 differs" in version.validation_message
-    assert "sha256 differs" in response.content.decode()
+    assert "does not match its registered sha256" in version.validation_message
+    listing = admin_client.get(VERSION_LIST).content.decode()
+    assert "does not match its registered sha256" in listing
 
 
 # --- Project pages -----------------------------------------------------------------------------

@@ -5,8 +5,8 @@ import base64
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from predictions import services
 from predictions.models import Project
+from tests import support
 from tests.support import COLOR_LABELS, encode, solid_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -15,10 +15,7 @@ PREDICT = "/api/projects/{}/predict"
 
 def register(slug, path, *, is_public=True):
     project = Project.objects.create(slug=slug, name=slug.title(), is_public=is_public)
-    with open(path, "rb") as upload:
-        services.version_register(
-            project=project, upload=upload, labels=COLOR_LABELS, activate=True
-        )
+    support.register(project, path)
     return project
 
 

@@ -69,9 +69,12 @@ def site(tmp_path_factory, s3_server, trained, digits_model_path):
         support.manage("shell", "-c", script, env=env)
         server = support.DaphneServer(env, folder / "daphne.log")
         server.start()
+        worker = support.WorkerProcess(env, folder / "worker.log")  # versions added in the admin
+        worker.start()
         try:
             yield Site(server, other_port)
         finally:
+            worker.stop()
             server.stop()
             print(server.log_text()[-3000:])
 
@@ -431,14 +434,23 @@ def test_an_admin_registers_and_activates_a_version_seen_live_on_the_demo(
     page.click("input[name=_save]")
     page.wait_for_selector(".messagelist .success")
 
-    def add_version(labels, *, activate):
+    def add_version(labels, *, activate, number):
         page.goto(f"{site.url}/admin/predictions/modelversion/add/")
         page.select_option("#id_project", label="Paint colours")
         page.set_input_files("#id_upload", str(trained.colors))
         page.fill("#id_labels_text", "\n".join(labels))
         page.set_checked("#id_activate", activate)
         page.click("input[name=_save]")
-        page.wait_for_selector(".messagelist .success", timeout=120_000)
+        page.wait_for_selector(".messagelist .success:has-text('pending')")
+        # The list shows the version pending, and its cells follow the worker's check live.
+        row = page.locator("#result_list tr", has_text=f"paint-colours v{number}")
+        status = row.locator("span[data-field=status]")
+        assert status.inner_text() in ("pending", "checking")
+        browser.screenshot(page, f"admin-version-{number}-pending")
+        page.wait_for_function(
+            "cell => cell.textContent === 'ready'", arg=status.element_handle(), timeout=120_000
+        )
+        assert "Compiled to LiteRT" in row.locator("span[data-field=message]").inner_text()
 
     # A file that is not a model: a form error in words, nothing registered.
     page.goto(f"{site.url}/admin/predictions/modelversion/add/")
@@ -447,14 +459,14 @@ def test_an_admin_registers_and_activates_a_version_seen_live_on_the_demo(
     page.click("input[name=_save]")
     error = page.locator(".errornote, .errorlist").first
     error.wait_for(timeout=120_000)
-    assert "did not validate" in page.locator("#modelversion_form").inner_text()
+    assert "was refused" in page.locator("#modelversion_form").inner_text()
 
-    add_version(COLOR_LABELS, activate=True)
+    add_version(COLOR_LABELS, activate=True, number=1)
     demo = context.new_page()
     open_demo(demo, site, "paint-colours")
     assert "version 1" in demo.locator("#status").inner_text()
 
-    add_version(["rouge", "vert", "bleu"], activate=False)
+    add_version(["rouge", "vert", "bleu"], activate=False, number=2)
     page.goto(f"{site.url}/admin/predictions/project/")
     page.get_by_role("link", name="paint-colours", exact=True).click()
     page.wait_for_url("**/change/")

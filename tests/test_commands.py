@@ -69,20 +69,29 @@ def test_register_existing_s3_key(outside, trained):
     )
 
 
-@pytest.mark.parametrize(
-    ("model", "reason"),
-    [("lambda_model", "`Lambda` layer"), ("h5", "HDF5")],
-)
-def test_a_model_that_fails_validation_exits_nonzero_with_one_line(outside, trained, model, reason):
+def test_a_model_refused_on_sight_exits_nonzero_with_one_line(outside, trained):
     env, _, _ = outside
     result = support.manage(
-        "register_model", "broken", "--file", str(getattr(trained, model)), env=env, check=False
+        "register_model", "broken", "--file", str(trained.lambda_model), env=env, check=False
     )
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("CommandError")]
-    assert len(errors) == 1 and reason in errors[0]
+    assert len(errors) == 1 and "`Lambda` layer" in errors[0]
     assert result.stdout.strip() == ""
     assert query(env, "Project.objects.filter(slug='broken').exists()") is False
+
+
+def test_a_model_that_fails_its_check_prints_its_number_then_exits_nonzero(outside, trained):
+    env, _, _ = outside
+    result = support.manage(
+        "register_model", "two-in", "--file", str(trained.two_inputs), env=env, check=False
+    )
+    assert result.returncode != 0
+    assert result.stdout.strip() == "1"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("CommandError")]
+    assert len(errors) == 1 and "Version 1 failed its check" in errors[0]
+    assert "takes 2 inputs" in errors[0]
+    assert support.show_versions("two-in", env=env)[0]["status"] == "failed"
 
 
 def test_missing_file_and_labels_file_are_reported(outside, tmp_path):

@@ -10,8 +10,8 @@ from channels.testing import WebsocketCommunicator
 from PIL import Image
 
 from modelserver.asgi import application
-from predictions import services
 from predictions.models import Project
+from tests import support
 from tests.support import COLOR_LABELS, COLORS, encode, solid_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,12 +19,7 @@ TIMEOUT = 30
 
 
 def register(slug, path, *, labels=COLOR_LABELS, is_public=True):
-    project, _ = Project.objects.get_or_create(
-        slug=slug, defaults={"name": slug, "is_public": is_public}
-    )
-    with open(path, "rb") as upload:
-        services.version_register(project=project, upload=upload, labels=labels, activate=True)
-    return project
+    return support.register(slug, path, labels=labels, is_public=is_public).project
 
 
 @pytest.fixture

@@ -69,6 +69,29 @@ def test_the_image_runs_the_same_web_command_as_heroku_yml_and_the_procfile():
     assert heroku_yml()["build"]["docker"]["web"] == "Dockerfile"
 
 
+# Heroku's dyno sizes, in MB of memory.
+DYNO_MEMORY_MB = {
+    "standard-1x": 512,
+    "standard-2x": 1024,
+    "performance-m": 2560,
+    "performance-l": 14336,
+}
+
+
+def test_the_worker_runs_one_command_everywhere_on_a_dyno_sized_for_its_check():
+    assert procfile()["worker"] == "bin/worker"
+    assert heroku_yml()["run"]["worker"] == {"command": ["bin/worker"], "image": "web"}
+    dev = (PROJECT_DIR / "Procfile.dev").read_text().splitlines()
+    dev = dict(line.split(": ", 1) for line in dev if line.strip() and not line.startswith("#"))
+    assert dev == {"web": procfile()["web"], "worker": procfile()["worker"]}
+    app = json.loads((PROJECT_DIR / "app.json").read_text())
+    worker = app["formation"]["worker"]
+    check_limit = int(app["env"]["MODEL_CHECK_MEMORY_BYTES"]["value"])
+    # The check's child gets its limit, and the worker itself room beside it.
+    assert check_limit + 256 * 1024**2 <= DYNO_MEMORY_MB[worker["size"]] * 1024**2
+    assert app["formation"]["web"]["size"] == "standard-1x"
+
+
 def test_the_images_collectstatic_step_works_with_production_settings(tmp_path):
     # The Dockerfile's own RUN line (up to its first `&&`), with the image's DJANGO_DEBUG=false.
     dockerfile = (PROJECT_DIR / "Dockerfile").read_text()

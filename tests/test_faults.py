@@ -113,7 +113,7 @@ def test_the_check_runs_within_its_memory_and_time_limits(trained, settings):
             project=project, upload=upload, labels=COLOR_LABELS, scale_min=0.0, scale_max=2.0
         )
     message = str(refused.value)
-    assert "memory limit of 300 MB" in message or "check failed" in message
+    assert "The model check ran out of memory (limit 300 MB)" in message
     project.refresh_from_db()
     assert project.active_version == good
 
@@ -125,7 +125,7 @@ def test_the_model_check_child_has_no_network():
     import subprocess
     import sys
 
-    from predictions.inference.compile import network_isolation
+    from predictions.checking.sandbox import network_isolation
 
     prefix = network_isolation()
     if not prefix:
@@ -139,6 +139,61 @@ def test_the_model_check_child_has_no_network():
         plain = subprocess.run([sys.executable, "-c", probe], capture_output=True)
     assert plain.returncode == 0
     assert isolated.returncode != 0 and b"unreachable" in isolated.stderr
+
+
+def test_a_check_child_dies_with_its_worker(trained, tmp_path):
+    """A worker killed mid-check (SIGKILL: the OOM killer, a dyno's end) takes its child along,
+    instead of leaving an orphan holding the model in memory."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker_script = (
+        "from pathlib import Path\n"
+        "from predictions.checking.sandbox import run_child\n"
+        f"run_child(Path({str(trained.colors)!r}), Path({str(tmp_path)!r}), model_format='keras',"
+        " scale=(0.0, 1.0), timeout=120, memory_bytes=4 << 30, max_unpacked_bytes=1 << 30)\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", worker_script], cwd=support.PROJECT_DIR)
+
+    def child_pid():
+        for task in Path(f"/proc/{worker.pid}/task").glob("*"):
+            children = (task / "children").read_text().split()
+            if children:
+                return int(children[0])
+        return None
+
+    try:
+        pid = support.wait_for(child_pid, timeout=30, what="the check's child")
+    finally:
+        worker.kill()
+        worker.wait()
+
+    def gone():
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        return state in ("Z", "X")  # a zombie waiting for init to reap it is dead
+
+    support.wait_for(gone, timeout=10, what="the orphaned child's end")
+
+
+@pytest.mark.parametrize(
+    ("returncode", "stderr", "words"),
+    [
+        (-9, "", "ran out of memory (limit 2048 MB) (it was killed by SIGKILL)"),
+        (-11, "", "ran out of memory (limit 2048 MB) (it was killed by SIGSEGV)"),
+        (-6, "terminate called after throwing an instance of 'std::bad_alloc'", "out of memory"),
+        (1, "Traceback (most recent call last):\nMemoryError", "ran out of memory (limit 2048"),
+        (-6, "Fatal Python error: Aborted", "crashed (SIGABRT): Fatal Python error: Aborted"),
+        (1, "Traceback (most recent call last):\nValueError: odd", "failed: ValueError: odd"),
+    ],
+)
+def test_a_child_that_ends_without_a_report_is_explained_in_words(returncode, stderr, words):
+    from predictions.checking.sandbox import child_failure
+
+    assert words in child_failure(returncode, stderr, 2048 * 1024**2)
 
 
 @pytest.mark.django_db

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from predictions import selectors, services, serving
-from predictions.models import Project
+from predictions import selectors, serving
+from tests import support
 from tests.support import COLOR_LABELS, encode, solid_image
 
 CODES = {"bad_image", "too_large", "bad_request", "bad_shape", "model_unavailable", "busy"}
@@ -51,11 +51,7 @@ def committed_project(transactional_db, trained):
 
 
 def _register(trained):
-    created = Project.objects.create(slug="fuzz", name="Fuzz")
-    with open(trained.colors, "rb") as upload:
-        services.version_register(
-            project=created, upload=upload, labels=COLOR_LABELS, activate=True
-        )
+    support.register("fuzz", trained.colors)
     return selectors.project_get_info(slug="fuzz")
 
 

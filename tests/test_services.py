@@ -9,7 +9,7 @@ from channels.layers import get_channel_layer
 from predictions import selectors, services
 from predictions.models import ModelVersion, Project, model_storage
 from predictions.storage import file_cache
-from tests.support import COLOR_LABELS
+from tests.support import COLOR_LABELS, register
 
 pytestmark = pytest.mark.django_db
 
@@ -17,11 +17,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def project():
     return Project.objects.create(slug="colors", name="Colours")
-
-
-def register(project, path, labels=COLOR_LABELS, **kwargs):
-    with open(path, "rb") as upload:
-        return services.version_register(project=project, upload=upload, labels=labels, **kwargs)
 
 
 def test_upload_goes_to_s3_and_records_metadata(project, trained, s3_storage):
@@ -35,6 +30,11 @@ def test_upload_goes_to_s3_and_records_metadata(project, trained, s3_storage):
     assert len(version.sha256) == 64
     assert version.size_bytes == trained.colors.stat().st_size
     assert "safe mode" in version.validation_message
+    assert (version.status, version.format, version.original_name) == (
+        "ready",
+        "keras",
+        "colors.keras",
+    )
     assert "Compiled to LiteRT" in version.validation_message
     stored = s3_storage.client.head_object(Bucket=s3_storage.name, Key=version.file.name)
     assert stored["ContentLength"] == version.size_bytes
@@ -78,15 +78,9 @@ def test_version_numbers_count_up(project, trained):
 
 @pytest.mark.parametrize(
     ("model", "labels", "message"),
-    [
-        ("lambda_model", [], "`Lambda` layer"),
-        ("two_inputs", [], "takes 2 inputs"),
-        ("h5", [], "HDF5"),
-        ("not_a_model", [], "lacks config.json"),
-        ("colors", ["only", "two"], "3 outputs but 2 labels"),
-    ],
+    [("lambda_model", [], "`Lambda` layer"), ("not_a_model", [], "lacks config.json")],
 )
-def test_bad_models_are_refused_and_the_active_one_stays(project, trained, model, labels, message):
+def test_files_refused_on_sight_store_nothing(project, trained, model, labels, message):
     good = register(project, trained.colors, activate=True)
 
     with pytest.raises(services.ModelValidationError, match=message):
@@ -97,10 +91,29 @@ def test_bad_models_are_refused_and_the_active_one_stays(project, trained, model
     assert list(project.versions.all()) == [good]
 
 
+@pytest.mark.parametrize(
+    ("model", "labels", "message"),
+    [("two_inputs", [], "takes 2 inputs"), ("colors", ["only", "two"], "3 outputs but 2 labels")],
+)
+def test_models_that_fail_their_check_stay_failed_and_the_active_one_stays(
+    project, trained, model, labels, message
+):
+    good = register(project, trained.colors, activate=True)
+
+    with pytest.raises(services.ModelValidationError, match=message):
+        register(project, getattr(trained, model), labels=labels, activate=True)
+
+    project.refresh_from_db()
+    assert project.active_version == good and project.activate_when_ready is None
+    failed = project.versions.get(number=2)
+    assert failed.status == ModelVersion.Status.FAILED
+    assert message in failed.validation_message
+
+
 def test_truncated_archive_is_refused(project, trained, tmp_path):
     truncated = tmp_path / "truncated.keras"
     truncated.write_bytes(trained.colors.read_bytes()[:2000])
-    with pytest.raises(services.ModelValidationError, match=r"not a `\.keras` archive|damaged"):
+    with pytest.raises(services.ModelValidationError, match=r"damaged|not a `\.keras` archive"):
         register(project, truncated)
 
 
@@ -124,10 +137,10 @@ def test_revalidation_marks_a_changed_file_failed_and_refuses_activation(project
     # Drop the local copy so the check reads the storage again.
     (file_cache().directory / f"{version.sha256}.keras").unlink()
 
-    assert services.version_revalidate(version=version) is False
-    version.refresh_from_db()
+    services.version_recheck(version=version)
+    version = services.version_check(version=version)
     assert version.status == ModelVersion.Status.FAILED
-    assert "sha256 differs" in version.validation_message
+    assert "does not match its registered sha256" in version.validation_message
     with pytest.raises(services.ModelValidationError, match="cannot be activated"):
         services.version_activate(version=version)
 

@@ -10,7 +10,8 @@ from channels.testing import WebsocketCommunicator
 
 from modelserver.asgi import application
 from predictions import selectors, services, serving
-from predictions.inference import compile as compile_module
+from predictions.checking import child, conversion
+from predictions.formats import ModelFormat
 from predictions.inference.cache import ModelCache
 from predictions.inference.runtime import KerasRuntime, LiteRTRuntime
 from predictions.models import ModelVersion, Project
@@ -44,7 +45,7 @@ def test_litert_agrees_with_keras(trained):
     actual = LiteRTRuntime(compiled_path(version)).predict(batch)
 
     assert actual.shape == expected.shape == (6, 3)
-    np.testing.assert_allclose(actual, expected, atol=compile_module.PARITY_ATOL)
+    np.testing.assert_allclose(actual, expected, atol=conversion.PARITY_ATOL)
     assert (actual.argmax(1) == expected.argmax(1)).all()
 
 
@@ -56,7 +57,7 @@ def test_a_model_that_does_not_convert_is_kept_for_keras(trained, tmp_path, monk
         raise RuntimeError("op not supported by LiteRT")
 
     monkeypatch.setattr("keras.Model.export", export_fails)
-    report = compile_module.compile_model(str(trained.colors), str(tmp_path), scale=(0.0, 1.0))
+    report = child.check_model(trained.colors, tmp_path, model_format=ModelFormat.KERAS)
 
     assert report["ok"] and report["runtime"] == "keras" and report["compiled_path"] is None
     assert "op not supported by LiteRT" in report["message"]

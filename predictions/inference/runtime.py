@@ -14,7 +14,7 @@ class ModelFormatError(ValueError):
 
 
 class KerasRuntime:
-    """A `.keras` model loaded once (safe mode) and called through one compiled tf.function.
+    """A Keras model (`.keras` or `.h5`) loaded once (safe mode) and called through one compiled tf.function.
 
     `model.predict` builds a fresh execution pipeline on every call (tens of ms for a tiny
     model); a traced function with a fixed signature costs well under a millisecond.
@@ -22,13 +22,17 @@ class KerasRuntime:
 
     name = "keras"
 
-    def __init__(self, path: str):
-        import keras
+    def __init__(self, path: str | None = None, *, model=None):
+        """Load `path` (`.keras` or `.h5`: Keras picks its loader by the suffix) in safe mode,
+        or wrap `model`, already loaded (the check's child loads it through its format)."""
         import tensorflow as tf
 
-        self.model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        if model is None:
+            import keras
+
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        self.model = model
         self.input_shape = _image_input_shape(self.model)
-        model = self.model
         signature = [tf.TensorSpec((None, *self.input_shape), tf.float32)]
 
         @tf.function(input_signature=signature, reduce_retracing=True)
@@ -49,7 +53,8 @@ class LiteRTRuntime:
     """A LiteRT (TFLite) flatbuffer under the `ai-edge-litert` interpreter: no TensorFlow import.
 
     The interpreter is not thread-safe and resizes its input per batch size, so calls are
-    serialised; the batcher calls it from one thread anyway.
+    serialised; the batcher calls it from one thread anyway. A model converted with a fixed
+    batch of one (a `.tflite` made elsewhere may be) runs a batch one frame at a time.
     """
 
     name = "litert"
@@ -63,20 +68,28 @@ class LiteRTRuntime:
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelFormatError("The compiled model must have one input and one output.")
         self._input, self._output = inputs[0], outputs[0]
-        self.input_shape = tuple(int(dim) for dim in self._input["shape_signature"][1:])
+        signature = [int(dim) for dim in self._input["shape_signature"]]
+        signature = signature or [int(dim) for dim in self._input["shape"]]
+        self.input_shape = tuple(signature[1:])
+        self._fixed_batch = signature[0] == 1
         self._batch_size = 0
         self._lock = threading.Lock()
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch (N x H x W x C float32); returns the output as a numpy array."""
         with self._lock:
-            if batch.shape[0] != self._batch_size:
-                self._interpreter.resize_tensor_input(self._input["index"], batch.shape)
-                self._interpreter.allocate_tensors()
-                self._batch_size = batch.shape[0]
-            self._interpreter.set_tensor(self._input["index"], batch)
-            self._interpreter.invoke()
-            return self._interpreter.get_tensor(self._output["index"]).copy()
+            if self._fixed_batch and batch.shape[0] != 1:
+                return np.concatenate([self._run(batch[i : i + 1]) for i in range(len(batch))])
+            return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape[0] != self._batch_size:
+            self._interpreter.resize_tensor_input(self._input["index"], batch.shape)
+            self._interpreter.allocate_tensors()
+            self._batch_size = batch.shape[0]
+        self._interpreter.set_tensor(self._input["index"], batch)
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output["index"]).copy()
 
 
 def _image_input_shape(model) -> tuple[int, int, int]:

@@ -23,26 +23,28 @@ class Command(BaseCommand):
             return
         from predictions.demo import DIGIT_LABELS, train_digits_model
 
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "digits.keras"
-            accuracy = train_digits_model(path)
-            self.stdout.write(f"Trained the digits model: held-out accuracy {accuracy:.3f}")
-            try:
-                with open(path, "rb") as upload:
-                    prepared = services.version_prepare(
-                        upload=upload,
-                        labels=DIGIT_LABELS,
-                        resize=ModelVersion.Resize.FIT_INK,
-                        scale_min=0.0,
-                        scale_max=16.0,
-                    )
-            except services.ModelValidationError as exc:
-                raise CommandError(f"The demo model did not validate: {exc}") from None
         if project is None:
             project = Project.objects.create(
                 slug=SLUG,
                 name="Handwritten digits",
                 description="Draw a digit (0-9). A small CNN trained on scikit-learn's 8x8 digits.",
             )
-        version = services.version_create(project=project, prepared=prepared, activate=True)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "digits.keras"
+            accuracy = train_digits_model(path)
+            self.stdout.write(f"Trained the digits model: held-out accuracy {accuracy:.3f}")
+            try:
+                # Checked here (a child process), as `register_model` does without --no-wait.
+                with open(path, "rb") as upload:
+                    version = services.version_register(
+                        project=project,
+                        upload=upload,
+                        labels=DIGIT_LABELS,
+                        activate=True,
+                        resize=ModelVersion.Resize.FIT_INK,
+                        scale_min=0.0,
+                        scale_max=16.0,
+                    )
+            except services.ModelValidationError as exc:
+                raise CommandError(f"The demo model did not validate: {exc}") from None
         self.stdout.write(f"Registered and activated {version}.")

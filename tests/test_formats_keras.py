@@ -1,4 +1,4 @@
-"""Malicious and malformed `.keras` archives are refused before anything loads them."""
+"""`.keras` archives: malicious and malformed ones are refused before anything loads them."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import zipfile
 import pytest
 
 from predictions import services
-from predictions.inference.archive import check_keras_archive
+from predictions.formats import keras_archive
 from predictions.inference.errors import ModelValidationError
 from predictions.models import Project
 
@@ -86,7 +86,7 @@ def test_malicious_configs_are_refused(trained, tmp_path, case):
         trained.colors, tmp_path / "bad.keras", config=with_layer(colors_config(trained), layer)
     )
     with pytest.raises(ModelValidationError) as refused:
-        check_keras_archive(str(path))
+        keras_archive.vet(path)
     assert reason in str(refused.value)
 
 
@@ -115,30 +115,30 @@ def test_a_payload_never_runs_through_registration(trained, tmp_path):
 def test_archive_layout_is_checked(trained, tmp_path, members, reason):
     path = rewrite(trained.colors, tmp_path / "odd.keras", extra_members=members)
     with pytest.raises(ModelValidationError, match=reason):
-        check_keras_archive(str(path))
+        keras_archive.vet(path)
 
 
 def test_unpacked_size_is_limited(trained):
     with pytest.raises(ModelValidationError, match="unpacks to"):
-        check_keras_archive(str(trained.colors), max_uncompressed_bytes=1000)
+        keras_archive.vet(trained.colors, max_unpacked_bytes=1000)
 
 
 def test_missing_config_and_broken_json_are_refused(trained, tmp_path):
     no_config = rewrite(trained.colors, tmp_path / "a.keras", drop={"config.json"})
     with pytest.raises(ModelValidationError, match=r"lacks config\.json"):
-        check_keras_archive(str(no_config))
+        keras_archive.vet(no_config)
     broken = tmp_path / "b.keras"
     with zipfile.ZipFile(trained.colors) as original, zipfile.ZipFile(broken, "w") as copy:
         for member in original.infolist():
             data = b"{not json" if member.filename == "config.json" else original.read(member)
             copy.writestr(member, data)
     with pytest.raises(ModelValidationError, match="not valid JSON"):
-        check_keras_archive(str(broken))
+        keras_archive.vet(broken)
 
 
 def test_real_keras_models_pass(trained, digits_model_path):
-    check_keras_archive(str(trained.colors))
-    check_keras_archive(str(digits_model_path))
+    keras_archive.vet(trained.colors)
+    keras_archive.vet(digits_model_path)
 
 
 @pytest.mark.parametrize("kind", ["external-dataset", "external-link"])
@@ -160,5 +160,5 @@ def test_weights_that_reach_outside_the_file_are_refused(trained, tmp_path, kind
         drop={"model.weights.h5"},
         extra_members=[("model.weights.h5", (tmp_path / "weights.h5").read_bytes())],
     )
-    with pytest.raises(ModelValidationError, match="reach outside the model file"):
-        check_keras_archive(str(path))
+    with pytest.raises(ModelValidationError, match="outside the model file"):
+        keras_archive.vet(path)

@@ -1,0 +1,33 @@
+"""Writes: registering model versions (a job), checking them, activating them.
+
+- `versions`: take in a model file and record a `pending` version; activate; check again.
+- `registration`: the check itself (the job's body, run by the worker or by `register_model`),
+  its lease, and the reaper that takes up jobs whose worker died.
+"""
+
+from ..inference.errors import ModelValidationError
+from .registration import registrations_reap, version_check
+from .versions import (
+    VersionSource,
+    labels_check,
+    project_group_name,
+    version_activate,
+    version_recheck,
+    version_register,
+    version_source,
+    version_submit,
+)
+
+__all__ = [
+    "ModelValidationError",
+    "VersionSource",
+    "labels_check",
+    "project_group_name",
+    "registrations_reap",
+    "version_activate",
+    "version_check",
+    "version_recheck",
+    "version_register",
+    "version_source",
+    "version_submit",
+]

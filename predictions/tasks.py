@@ -1,0 +1,16 @@
+"""The jobs the worker runs (django-tasks, stored by django-tasks-db in the database)."""
+
+from django_tasks import task
+
+from .models import ModelVersion
+
+
+@task()
+def check_version(version_id: int) -> str:
+    """Check a pending version's file and record the outcome; returns the version's status."""
+    from .services import version_check
+
+    version = ModelVersion.objects.filter(pk=version_id).first()
+    if version is None:
+        return "deleted"
+    return version_check(version=version).status
