@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import http.client
+import io
 import json
 import os
 import signal
@@ -41,12 +42,12 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 if str(PROJECT_DIR) not in sys.path:
     sys.path.insert(0, str(PROJECT_DIR))
 
+from harness import servers  # noqa: E402
 from predictions.demo import DIGIT_LABELS, train_digits_model  # noqa: E402
 from predictions.inference.frames import Frame  # noqa: E402
 from predictions.inference.pipeline import Limits, prepare_frame  # noqa: E402
 from predictions.inference.runtime import LiteRTRuntime  # noqa: E402
 from predictions.inference.spec import ModelSpec  # noqa: E402
-from tests import support  # noqa: E402
 
 MNV2_SLUGS = ("mnv2-a", "mnv2-b", "mnv2-c")
 NEVER_LOADED = "mnv2-d"
@@ -124,14 +125,20 @@ def synthetic_photo(seed: int) -> bytes:
         shape((x0, y0, x0 + w, y0 + h), fill=fill)
     pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.float32)
     noisy = np.clip(pixels + rng.normal(0, 3, size=pixels.shape), 0, 255).astype(np.uint8)
-    return support.encode(Image.fromarray(noisy), "JPEG", quality=85)
+    return _encode(Image.fromarray(noisy), "JPEG", quality=85)
+
+
+def _encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
 
 
 def digit_png() -> bytes:
     """A hand-drawn-looking 7: thick dark strokes on a 280x280 white canvas."""
     image = Image.new("L", (280, 280), 255)
     ImageDraw.Draw(image).line([(70, 60), (210, 60), (125, 235)], fill=0, width=26, joint="curve")
-    return support.encode(image, "PNG")
+    return _encode(image, "PNG")
 
 
 def write_labels(path: Path, labels: list[str]) -> Path:
@@ -237,17 +244,17 @@ class CpuMeter:
 # --- Set-up: storage, database, registration --------------------------------------------------
 
 
-def start_backends(folder: Path, stack: contextlib.ExitStack) -> tuple[dict, support.S3Bucket]:
+def start_backends(folder: Path, stack: contextlib.ExitStack) -> tuple[dict, servers.S3Bucket]:
     """SeaweedFS with a bucket, a migrated database, and the server processes' environment."""
     seaweed_dir = folder / "seaweed"
     seaweed_dir.mkdir()
-    seaweed = support.SeaweedS3(seaweed_dir)
+    seaweed = servers.SeaweedS3(seaweed_dir)
     stack.callback(seaweed.stop)
     seaweed.start()
     bucket = seaweed.create_bucket()
-    database_url = stack.enter_context(support.OutsideDatabase(folder))
+    database_url = stack.enter_context(servers.OutsideDatabase(folder))
     passthrough = {name: os.environ[name] for name in PASSTHROUGH if os.environ.get(name)}
-    env = support.outside_env(
+    env = servers.outside_env(
         database_url=database_url,
         folder=folder,
         s3=bucket,
@@ -255,14 +262,14 @@ def start_backends(folder: Path, stack: contextlib.ExitStack) -> tuple[dict, sup
         production=True,
         **passthrough,
     )
-    support.manage("migrate", "--noinput", env=env)
+    servers.manage("migrate", "--noinput", env=env)
     return env, bucket
 
 
 def register(slug: str, model: Path, env: dict, *options: str) -> dict:
     """`register_model SLUG --file MODEL ... --activate` with the real CLI, timed."""
     started = time.perf_counter()
-    done = support.manage(
+    done = servers.manage(
         "register_model", slug, "--file", str(model), *options, "--activate", env=env, check=False
     )
     seconds = time.perf_counter() - started
@@ -287,7 +294,7 @@ def register_all(models: dict[str, Path], env: dict, folder: Path) -> dict:
 def server_info(env: dict) -> tuple[dict, dict[str, ModelSpec]]:
     """The settings in force in a server process, and each project's active version."""
     script = f"names = {SETTING_NAMES!r}\n{INFO_SCRIPT}"
-    output = support.manage("shell", "-c", script, env=env).stdout.strip().splitlines()[-1]
+    output = servers.manage("shell", "-c", script, env=env).stdout.strip().splitlines()[-1]
     info = json.loads(output)
     specs = {
         slug: ModelSpec(
@@ -299,7 +306,7 @@ def server_info(env: dict) -> tuple[dict, dict[str, ModelSpec]]:
     return info["settings"], specs
 
 
-def start_and_time(server: support.DaphneServer) -> float:
+def start_and_time(server: servers.DaphneServer) -> float:
     """Start daphne; seconds from just before Popen to the first `/readyz` 200."""
     ready_at: list[float] = []
     stop = threading.Event()
@@ -331,7 +338,7 @@ def start_and_time(server: support.DaphneServer) -> float:
 # --- In process: the floor --------------------------------------------------------------------
 
 
-def fetch_compiled(bucket: support.S3Bucket, spec: ModelSpec, folder: Path) -> Path:
+def fetch_compiled(bucket: servers.S3Bucket, spec: ModelSpec, folder: Path) -> Path:
     """Download a version's LiteRT artifact from the bucket and check its sha256."""
     if spec.runtime != "litert" or not spec.compiled_file:
         raise RuntimeError(f"version {spec.version_id} was not compiled to LiteRT")
@@ -541,7 +548,7 @@ async def ws_throughput(
 
 
 async def measure_websocket(
-    server: support.DaphneServer, photos: list[bytes], digit: bytes
+    server: servers.DaphneServer, photos: list[bytes], digit: bytes
 ) -> dict:
     ws_url, pid = server.ws_url, server.process.pid
     mnv2_url = f"{ws_url}/ws/projects/mnv2-a/"
@@ -593,7 +600,7 @@ def http_latency(port: int, path: str, payloads: list[bytes]) -> dict:
 
 
 def http_throughput(
-    server: support.DaphneServer, path: str, payloads: list[bytes], clients: int
+    server: servers.DaphneServer, path: str, payloads: list[bytes], clients: int
 ) -> dict:
     """Frames/s with `clients` threads, each POSTing back to back on its own connection."""
     port = server.port
@@ -635,7 +642,7 @@ def http_throughput(
     }
 
 
-def measure_http(server: support.DaphneServer, photos: list[bytes]) -> dict:
+def measure_http(server: servers.DaphneServer, photos: list[bytes]) -> dict:
     path = "/api/projects/mnv2-a/predict"
     log("http: mnv2 round trips")
     result = {"mnv2": {"latency": http_latency(server.port, path, photos), "throughput": {}}}
@@ -648,7 +655,7 @@ def measure_http(server: support.DaphneServer, photos: list[bytes]) -> dict:
 # --- Memory and the never-loaded model --------------------------------------------------------
 
 
-async def measure_memory(server: support.DaphneServer, photo: bytes) -> dict:
+async def measure_memory(server: servers.DaphneServer, photo: bytes) -> dict:
     """Peak and current RSS with three models loaded and HELD_CONNECTIONS connections open."""
     for slug in MNV2_SLUGS:
         socket = await open_socket(f"{server.ws_url}/ws/projects/{slug}/")
@@ -707,7 +714,7 @@ def measure_original(
         "ORIGINAL_LABELS_FILE": str(folder / "mnv2-labels.txt"),
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    server = support.DaphneServer(
+    server = servers.DaphneServer(
         original_env,
         folder / "original.log",
         application="bench.original_app:application",
@@ -787,7 +794,7 @@ def run(folder: Path, stack: contextlib.ExitStack) -> dict:
     # The server keeps its own download cache, as on a host apart from where the CLI ran:
     # it fetches every model from the bucket, the never-loaded one included.
     server_env = {**env, "MODEL_CACHE_DIR": str(folder / "server-model-cache")}
-    server = support.DaphneServer(server_env, folder / "daphne.log")
+    server = servers.DaphneServer(server_env, folder / "daphne.log")
     stack.callback(server.stop)
     startup = {"start_to_readyz_s": start_and_time(server)}
     log(f"daphne ready in {startup['start_to_readyz_s']:.2f} s")

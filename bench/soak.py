@@ -33,8 +33,8 @@ from bench.run import (  # noqa: E402
     start_backends,
     write_labels,
 )
+from harness import servers  # noqa: E402
 from predictions.demo import DIGIT_LABELS, train_digits_model  # noqa: E402
-from tests import support  # noqa: E402
 
 CLIENTS = int(os.environ.get("SOAK_CLIENTS", 200))
 SECONDS = float(os.environ.get("SOAK_SECONDS", 60))
@@ -97,7 +97,7 @@ def main() -> int:
         labels = write_labels(folder / "labels.txt", DIGIT_LABELS)
         register("digits", model, env, "--labels-file", str(labels), "--resize", "fit_ink",
                  "--scale", "0", "16")  # fmt: skip
-        server = support.DaphneServer(env, folder / "daphne.log")
+        server = servers.DaphneServer(env, folder / "daphne.log")
         stack.callback(server.stop)
         server.start()
         start_memory = proc_memory(server.process.pid)

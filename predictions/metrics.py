@@ -25,9 +25,9 @@ TENSORFLOW_IMPORTED = Gauge(
 TENSORFLOW_IMPORTED.set_function(lambda: "tensorflow" in sys.modules)
 
 
-def observe_prediction(reply: dict, *, project: str, transport: str) -> None:
+def observe_prediction(timings_ms: dict, *, project: str, transport: str) -> None:
     PREDICTIONS.labels(project, transport).inc()
-    for stage, ms in reply["timings_ms"].items():
+    for stage, ms in timings_ms.items():
         STAGE_SECONDS.labels(stage).observe(ms / 1000)
 
 

@@ -4,6 +4,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db.models import Q
+
 from .inference.spec import ModelSpec
 from .models import ModelVersion, Project
 from .origins import normalise
@@ -80,3 +82,40 @@ def project_list_public() -> list[ProjectInfo]:
 def project_next_version_number(project: Project) -> int:
     latest = project.versions.order_by("-number").values_list("number", flat=True).first()
     return (latest or 0) + 1
+
+
+class AmbiguousModelName(LookupError):
+    """A name of the original API that matches the active model files of several projects."""
+
+
+def project_find_by_model_name(*, name: str) -> ProjectInfo | None:
+    """The project that a name of the original API means: a project slug, else the one project
+    whose active version's file has that name (its storage key or the name it was uploaded
+    under, i.e. the file name or the S3 key; in full or its last `/` part).
+
+    None when nothing matches; raises AmbiguousModelName when several projects' files do.
+    """
+    project = project_get_info(slug=name)
+    if project is not None:
+        return project
+    basename = name.rsplit("/", 1)[-1]
+    # A superset (LIKE ignores case on SQLite): the exact comparison is made below.
+    candidates = Project.objects.select_related("active_version").filter(
+        Q(active_version__file=name)
+        | Q(active_version__original_name=name)
+        | Q(active_version__file__endswith=f"/{basename}")
+        | Q(active_version__original_name__endswith=f"/{basename}")
+    )
+    matches = []
+    for candidate in candidates:
+        version = candidate.active_version
+        for value in (version.file.name, version.original_name):
+            if value and name in (value, value.rsplit("/", 1)[-1]):
+                matches.append(candidate)
+                break
+    if len(matches) > 1:
+        raise AmbiguousModelName(
+            f"The name {name!r} matches the models of several projects; "
+            "use the project's slug instead."
+        )
+    return project_info(matches[0]) if matches else None

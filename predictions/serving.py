@@ -27,13 +27,22 @@ from .inference.errors import (
     error_reply,
 )
 from .inference.frames import Frame, parse_text_frame
-from .inference.pipeline import Limits, PreparedFrame, prediction_reply, prepare_frame
+from .inference.pipeline import (
+    Limits,
+    PreparedFrame,
+    frame_timings,
+    prediction_reply,
+    prepare_frame,
+)
 from .inference.runtime import LiteRTRuntime
 from .inference.spec import ModelSpec
 from .selectors import ProjectInfo
 from .storage import file_cache
 
 logger = logging.getLogger(__name__)
+
+# The `transport` label of the original protocol's frames in the metrics.
+LEGACY_WEBSOCKET = "legacy_websocket"
 
 _guard = threading.Lock()
 _model_cache: ModelCache | None = None
@@ -199,7 +208,28 @@ def _prepare(parse, project: ProjectInfo) -> tuple[PreparedFrame, Future | np.nd
         raise PredictionError(MODEL_UNAVAILABLE, str(exc), frame_id=frame.id) from None
 
 
-async def _answer(parse, frame_id, project: ProjectInfo, received: float, transport: str) -> dict:
+async def answer_outputs(parse, *, project: ProjectInfo, received: float) -> np.ndarray:
+    """The model's raw output for one frame of the original protocol: `parse` (called in the
+    pool, as the new protocol parses there) returns its `pixels` Frame, which then takes the
+    path of any other frame (loaded model, batcher). Raises PredictionError."""
+    try:
+        prepared, output, submitted = await _infer(parse, project)
+    except PredictionError as exc:
+        metrics.observe_error(exc.code, project=project.slug, transport=LEGACY_WEBSOCKET)
+        raise
+    finished = time.perf_counter()
+    timings = frame_timings(
+        prepared,
+        inference_ms=(finished - submitted) * 1000,
+        total_ms=(finished - received) * 1000,
+    )
+    metrics.observe_prediction(timings, project=project.slug, transport=LEGACY_WEBSOCKET)
+    return output
+
+
+async def _infer(parse, project: ProjectInfo) -> tuple[PreparedFrame, np.ndarray, float]:
+    """Prepare a frame in the pool and run the model on it: (prepared, output, when submitted).
+    Raises PredictionError, also for a bug (logged), which must cost one reply only."""
     try:
         prepared, output, submitted = await run_in_inference_pool(_prepare, parse, project)
         if isinstance(output, Future):
@@ -207,6 +237,16 @@ async def _answer(parse, frame_id, project: ProjectInfo, received: float, transp
                 output = await asyncio.wrap_future(output)
             except Exception as exc:
                 raise _model_failed(exc) from None
+        return prepared, output, submitted
+    except PredictionError:
+        raise
+    except Exception:
+        raise _server_failed(project) from None
+
+
+async def _answer(parse, frame_id, project: ProjectInfo, received: float, transport: str) -> dict:
+    try:
+        prepared, output, submitted = await _infer(parse, project)
         finished = time.perf_counter()
         reply = prediction_reply(
             prepared,
@@ -219,13 +259,15 @@ async def _answer(parse, frame_id, project: ProjectInfo, received: float, transp
         own_id = exc.frame_id if exc.frame_id is not None else frame_id
         return _error_reply(own_id, exc, project, transport)
     except Exception:  # A bug must cost one reply, never the connection.
-        logger.exception("unexpected failure answering a frame of %s", project.slug)
-        failure = PredictionError(
-            MODEL_UNAVAILABLE, "The server failed on this frame; it is logged."
-        )
-        return _error_reply(frame_id, failure, project, transport)
-    metrics.observe_prediction(reply, project=project.slug, transport=transport)
+        return _error_reply(frame_id, _server_failed(project), project, transport)
+    metrics.observe_prediction(reply["timings_ms"], project=project.slug, transport=transport)
     return reply
+
+
+def _server_failed(project: ProjectInfo) -> PredictionError:
+    """Log the exception being handled: a bug answering a frame."""
+    logger.exception("unexpected failure answering a frame of %s", project.slug)
+    return PredictionError(MODEL_UNAVAILABLE, "The server failed on this frame; it is logged.")
 
 
 def _model_failed(exc: Exception) -> PredictionError:

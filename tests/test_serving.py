@@ -50,18 +50,33 @@ def test_litert_agrees_with_keras(trained):
 
 
 def test_a_model_that_does_not_convert_is_kept_for_keras(trained, tmp_path, monkeypatch):
-    """The LiteRT converter cannot be made to fail on demand with a real model, so its export
-    step is replaced by one that raises, as a converter error would."""
+    """The LiteRT converter cannot be made to fail on demand with a real model, so its
+    conversion step is replaced by one that raises, as a converter error would."""
 
-    def export_fails(self, *args, **kwargs):
+    def convert_fails(*args, **kwargs):
         raise RuntimeError("op not supported by LiteRT")
 
-    monkeypatch.setattr("keras.Model.export", export_fails)
+    monkeypatch.setattr(conversion, "convert_saved_model", convert_fails)
     report = child.check_model(trained.colors, tmp_path, model_format=ModelFormat.KERAS)
 
     assert report["ok"] and report["runtime"] == "keras" and report["compiled_path"] is None
     assert "op not supported by LiteRT" in report["message"]
     assert "served through Keras" in report["message"]
+
+
+def test_a_conversion_that_runs_out_of_memory_fails_the_check(trained, tmp_path, monkeypatch):
+    """Out of memory is not "does not convert": with more memory it would, so the version
+    fails in words instead of being served through Keras (TensorFlow in the server)."""
+
+    def convert_runs_out(*args, **kwargs):
+        raise RuntimeError("std::bad_alloc")
+
+    monkeypatch.setattr(conversion, "convert_saved_model", convert_runs_out)
+    report = child.check_model(trained.colors, tmp_path, model_format=ModelFormat.KERAS)
+
+    assert not report["ok"]
+    assert "ran out of memory while converting it to LiteRT" in report["error"]
+    assert "MODEL_CHECK_MEMORY_BYTES" in report["error"]
 
 
 @pytest.mark.django_db(transaction=True)

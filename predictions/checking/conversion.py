@@ -1,4 +1,11 @@
-"""In the check's child: export a loaded Keras model to LiteRT and check the two agree.
+"""In the check's child: convert a loaded Keras model to LiteRT and check the two agree.
+
+The conversion is Keras's own LiteRT export taken apart, so the Keras model can be dropped
+between its two halves: a SavedModel is written (`keras.export.ExportArchive`, one `serve`
+endpoint), the model is released, and only then does the TFLite converter load that SavedModel
+and convert it, which is the peak of the whole check (see bench/registration_memory.py).
+Only LiteRT's builtin operators are allowed: a model that needs TensorFlow ops does not
+convert, and is served through Keras.
 
 Parity means: on a blank input and a few random ones in the version's input range, the LiteRT
 outputs are within PARITY_ATOL + PARITY_RTOL * |keras| of Keras's, and the top-1 class is the
@@ -6,6 +13,8 @@ same wherever Keras has a clear winner. Float32 kernels (XNNPACK against Eigen) 
 about 1e-6 relative; a wrong conversion differs by O(1).
 """
 
+import functools
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +34,51 @@ def parity_inputs(input_shape: tuple[int, int, int], *, scale: tuple[float, floa
     return np.concatenate([np.zeros((1, *input_shape), np.float32), inputs])
 
 
-def convert_and_check(
-    runtime: KerasRuntime, out_dir: Path, *, scale: tuple[float, float]
-) -> tuple[Path, float]:
-    """Export to `out_dir/compiled.tflite` and check parity; returns (path, max abs
-    difference). Raises on any failure: the caller keeps the Keras runtime then."""
-    target = Path(out_dir) / "compiled.tflite"
-    runtime.model.export(str(target), format="litert", verbose=False)
-    inputs = parity_inputs(runtime.input_shape, scale=scale)
-    expected = runtime.predict(inputs)
-    actual = LiteRTRuntime(str(target), threads=1).predict(inputs)
-    return target, parity_difference(expected, actual)
+def keras_outputs(runtime: KerasRuntime, inputs: np.ndarray) -> np.ndarray:
+    """Keras's answers, one input at a time (a batch of large images costs more memory)."""
+    return np.concatenate([runtime.predict(frame[None]) for frame in inputs])
+
+
+def write_saved_model(runtime: KerasRuntime, directory: Path) -> None:
+    """The model's inference call as a SavedModel, as Keras's LiteRT export writes it."""
+    import keras
+    import tensorflow as tf
+
+    model = runtime.model
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve",
+        functools.partial(model.__call__, training=False),
+        input_signature=[tf.TensorSpec((None, *runtime.input_shape), tf.float32)],
+    )
+    archive.write_out(str(directory), verbose=False)
+
+
+def release_keras() -> None:
+    """Free what a dropped Keras model held, before the converter needs the memory."""
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def convert_saved_model(directory: Path, target: Path) -> Path:
+    """Convert a SavedModel to a LiteRT flatbuffer of builtin operators; raises when it
+    does not convert."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(directory))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.experimental_enable_resource_variables = True
+    flatbuffer = converter.convert()
+    del converter
+    target.write_bytes(flatbuffer)
+    return target
+
+
+def litert_outputs(path: Path, inputs: np.ndarray) -> np.ndarray:
+    return LiteRTRuntime(str(path), threads=1).predict(inputs)
 
 
 def parity_difference(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -43,6 +86,8 @@ def parity_difference(expected: np.ndarray, actual: np.ndarray) -> float:
     if actual.shape != expected.shape:
         raise ValueError(f"LiteRT output shape {actual.shape} differs from Keras {expected.shape}")
     difference = np.abs(actual - expected)
+    if not np.isfinite(actual).all():
+        raise ValueError("LiteRT's outputs are not finite")
     if np.any(difference > PARITY_ATOL + PARITY_RTOL * np.abs(expected)):
         raise ValueError(f"LiteRT differs from Keras by up to {difference.max():.3g}")
     if expected.ndim == 2 and expected.shape[1] > 1:

@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import BAD_IMAGE, BAD_REQUEST, TOO_LARGE, PredictionError
+import numpy as np
+
+from .errors import BAD_IMAGE, BAD_REQUEST, BAD_SHAPE, TOO_LARGE, PredictionError
 
 DEFAULT_TOP_K = 5
 
@@ -40,6 +42,34 @@ def parse_text_frame(text: str | bytes, *, max_image_bytes: int) -> Frame:
     except PredictionError as exc:
         exc.frame_id = data.get("id")
         raise
+
+
+def parse_pixels_array(text: str, *, input_shape: tuple[int, int, int] | None) -> Frame:
+    """A frame of the original protocol: a bare JSON array of numbers (nested or flat) holding
+    as many numbers as the model's input, reshaped to `input_shape` (height, width, channels).
+    Without a shape (no model in service) the numbers are left as they are."""
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise PredictionError(BAD_REQUEST, "The frame is not valid JSON.") from None
+    if not isinstance(data, list):
+        raise PredictionError(BAD_REQUEST, "The frame must be a JSON array of numbers.")
+    try:
+        numbers = np.array(data)
+    except ValueError:
+        raise PredictionError(BAD_SHAPE, "The array is ragged: rows differ in length.") from None
+    if numbers.dtype.kind not in "iuf":
+        raise PredictionError(BAD_REQUEST, "The array must hold numbers only.")
+    if input_shape is not None:
+        height, width, channels = input_shape
+        if numbers.size != height * width * channels:
+            raise PredictionError(
+                BAD_SHAPE,
+                f"The array holds {numbers.size} numbers; the model takes {height} x {width} x "
+                f"{channels} = {height * width * channels}.",
+            )
+        numbers = numbers.reshape(input_shape)
+    return Frame(id=None, pixels=numbers)
 
 
 def frame_from_json(data: dict, *, max_image_bytes: int) -> Frame:

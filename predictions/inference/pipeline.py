@@ -62,13 +62,18 @@ def prediction_reply(
     else:
         reply["outputs"] = output.tolist()
     reply["model_version"] = spec.number
-    reply["timings_ms"] = {
+    reply["timings_ms"] = frame_timings(prepared, inference_ms=inference_ms, total_ms=total_ms)
+    return reply
+
+
+def frame_timings(prepared: PreparedFrame, *, inference_ms: float, total_ms: float) -> dict:
+    """Milliseconds per stage of one frame (the contract's `timings_ms`)."""
+    return {
         "decode": prepared.decode_ms,
         "preprocess": prepared.preprocess_ms,
         "inference": round(inference_ms, 3),
         "total": round(total_ms, 3),
     }
-    return reply
 
 
 def top_labels(scores: np.ndarray, labels: tuple[str, ...], top_k: int) -> list[dict]:

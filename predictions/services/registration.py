@@ -12,7 +12,7 @@ import threading
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -158,7 +158,6 @@ def registrations_reap() -> int:
     """Take up the jobs whose worker died: a version `checking` past its lease is queued again
     (or failed after `REGISTRATION_MAX_ATTEMPTS`), and a `pending` one whose job is gone is
     queued. Returns how many versions it took up."""
-    close_old_connections()
     now = timezone.now()
     expired = now - timedelta(seconds=settings.REGISTRATION_LEASE_SECONDS)
     taken = 0
