@@ -26,6 +26,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -822,7 +823,22 @@ def run(folder: Path, stack: contextlib.ExitStack) -> dict:
     server.stop()
 
     result["original"] = measure_original(folder, env, bucket, specs["mnv2-a"], photos, stack)
+    result["registration_child"] = measure_registration_child()
     return result
+
+
+def measure_registration_child() -> dict:
+    """The check-and-compile child (as the worker runs it, under the default memory limit) for
+    MobileNetV2, EfficientNetB0 and ResNet50: wall time and peak memory, from
+    bench/registration_memory.py in a process of its own."""
+    log("the registration child for three keras.applications models (about 2 minutes)")
+    limit_mb = int(os.environ.get("MODEL_CHECK_MEMORY_BYTES", 2 * 1024**3)) >> 20
+    done = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "bench" / "registration_memory.py"),
+         "--memory-mb", str(limit_mb)],
+        capture_output=True, text=True, check=True, cwd=PROJECT_DIR,
+    )  # fmt: skip
+    return json.loads(done.stdout)
 
 
 def dump_logs(folder: Path) -> None:

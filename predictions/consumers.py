@@ -18,28 +18,50 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
 
-class PredictionConsumer(AsyncWebsocketConsumer):
-    """Turns a client's frames into inference-pool jobs and sends their replies in order.
+class ProjectConsumer(AsyncWebsocketConsumer):
+    """A WebSocket serving one project: the Origin and token checks in `connect()`, frames
+    bounded and rate-limited, replies sent in the order their frames arrived, and version
+    swaps followed through the project's group.
 
+    Subclasses name the project (`project_slug`), turn frames into answers in `receive`
+    (`busy_message`, then `queue_answer` or `queue_reply`), and say what the client hears on
+    connect (`announce_ready`), on a refusal (`refuse`) and on a swap (`announce_swap`).
     `receive` never waits for inference: it queues the job and returns, so the number of
     frames waiting per connection stays bounded (`MAX_PENDING_FRAMES`, `busy` beyond) even
     though daphne would buffer every incoming frame.
     """
 
     project: selectors.ProjectInfo | None = None
+    transport = "websocket"  # the metrics' label
+
+    async def project_slug(self) -> str | None:
+        """The slug of the project the URL names, or None when it names none."""
+        raise NotImplementedError
+
+    async def announce_ready(self) -> None:
+        """What the client hears once its connection is accepted and its project found."""
+
+    async def announce_swap(self) -> None:
+        """What the client hears when another version of its project goes into service."""
+
+    async def refuse(self, code: int) -> None:
+        """Close an accepted connection (CLOSE_NOT_FOUND or CLOSE_FORBIDDEN)."""
+        await self.close(code=code)
 
     async def connect(self):
-        self.slug = self.scope["url_route"]["kwargs"]["slug"]
-        self.group = project_group_name(self.slug)
-        self.binary_frames = 0
+        self.group = None
         self.pending = 0
         self.rate = RateLimit(settings.MAX_FRAMES_PER_SECOND)
         self.replies: asyncio.Queue = asyncio.Queue()
         self.sender: asyncio.Task | None = None
 
-        # Join the group before reading the active version, so no swap falls in between.
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        project = await database_sync_to_async(selectors.project_get_info)(slug=self.slug)
+        self.slug = await self.project_slug()
+        project = None
+        if self.slug is not None:
+            self.group = project_group_name(self.slug)
+            # Join the group before reading the active version, so no swap falls in between.
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            project = await database_sync_to_async(selectors.project_get_info)(slug=self.slug)
         origins = project.allowed_origins if project else ()
         if not origin_allowed(_header(self.scope, b"origin"), project_origins=origins):
             await self.close()  # before accept: the handshake is refused (HTTP 403)
@@ -47,10 +69,10 @@ class PredictionConsumer(AsyncWebsocketConsumer):
         # Accept first: a close code only reaches the client on an accepted socket.
         await self.accept()
         if project is None:
-            await self.close(code=CLOSE_NOT_FOUND)
+            await self.refuse(CLOSE_NOT_FOUND)
             return
         if not project.token_matches(_query_token(self.scope)):
-            await self.close(code=CLOSE_FORBIDDEN)
+            await self.refuse(CLOSE_FORBIDDEN)
             return
         self.project = project
         swaps.watch_activations()
@@ -58,14 +80,12 @@ class PredictionConsumer(AsyncWebsocketConsumer):
         metrics.WEBSOCKETS.inc()
         self.sender = asyncio.create_task(self._send_replies())
         self._preload()
-        model = project.model.meta() if project.model else None
-        await self.send(
-            text_data=json.dumps({"type": "ready", "project": self.slug, "model": model})
-        )
+        await self.announce_ready()
 
     async def disconnect(self, code):
         shutdown.forget(self)
-        await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
         if self.sender is not None:
             self.sender.cancel()
             metrics.WEBSOCKETS.dec()
@@ -73,36 +93,28 @@ class PredictionConsumer(AsyncWebsocketConsumer):
         while not self.replies.empty():
             self.replies.get_nowait()[0].cancel()
 
-    async def receive(self, text_data=None, bytes_data=None):
-        if self.project is None:
-            return
-        received = time.perf_counter()
-        frame_id = None
-        if bytes_data is not None:
-            frame_id = self.binary_frames
-            self.binary_frames += 1
+    def busy_message(self) -> str | None:
+        """Why a frame arriving now is answered `busy`, or None when it may be answered."""
         if self.pending >= settings.MAX_PENDING_FRAMES:
-            message = (
+            return (
                 f"Too many frames waiting ({self.pending}); wait for replies before sending more."
             )
-        elif not self.rate.allow():
-            message = f"Over {self.rate.per_second:g} frames a second; send fewer frames."
-        else:
-            message = None
-        if message:
-            if bytes_data is None:
-                frame_id = _text_frame_id(text_data)
-            await self._queue_reply(error_reply(frame_id, BUSY, message))
-            metrics.observe_error(BUSY, project=self.slug, transport="websocket")
-            return
-        if bytes_data is not None:
-            answer = serving.answer_binary(
-                bytes_data, frame_id=frame_id, project=self.project, received=received
-            )
-        else:
-            answer = serving.answer_text(text_data, project=self.project, received=received)
+        if not self.rate.allow():
+            return f"Over {self.rate.per_second:g} frames a second; send fewer frames."
+        return None
+
+    def queue_answer(self, answer) -> None:
+        """Queue a frame's answer (a coroutine returning the reply); it counts as waiting."""
         self.pending += 1
         self.replies.put_nowait((asyncio.ensure_future(answer), True))
+
+    def queue_reply(self, reply, *, busy: bool = False) -> None:
+        """Queue a reply known already, behind the answers still coming."""
+        if busy:
+            metrics.observe_error(BUSY, project=self.slug, transport=self.transport)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(reply)
+        self.replies.put_nowait((done, False))
 
     async def model_changed(self, event):
         """A version was activated (in any process): serve it and tell the client."""
@@ -115,8 +127,7 @@ class PredictionConsumer(AsyncWebsocketConsumer):
         if unchanged:  # announced twice (by the activating process and a watcher): once is enough
             return
         self._preload()
-        model = project.model.meta() if project.model else None
-        await self._queue_reply({"type": "model_changed", "model": model})
+        await self.announce_swap()
 
     def _preload(self) -> None:
         """Start loading the model in the pool so the first frame does not wait for it."""
@@ -126,11 +137,6 @@ class PredictionConsumer(AsyncWebsocketConsumer):
         self.preloading = asyncio.ensure_future(
             serving.run_in_inference_pool(serving.preload, spec)
         )
-
-    async def _queue_reply(self, reply: dict) -> None:
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(reply)
-        self.replies.put_nowait((done, False))
 
     async def _send_replies(self):
         """Send replies in the order their frames arrived."""
@@ -142,6 +148,48 @@ class PredictionConsumer(AsyncWebsocketConsumer):
                 if counted:
                     self.pending -= 1
             await self.send(text_data=json.dumps(reply))
+
+
+class PredictionConsumer(ProjectConsumer):
+    """The contract's protocol on `/ws/projects/<slug>/`: `ready`, image and pixel frames,
+    prediction objects, `model_changed`."""
+
+    binary_frames = 0  # binary frames received so far: each one's id is its number
+
+    async def project_slug(self) -> str:
+        return self.scope["url_route"]["kwargs"]["slug"]
+
+    async def announce_ready(self) -> None:
+        model = self.project.model.meta() if self.project.model else None
+        await self.send(
+            text_data=json.dumps({"type": "ready", "project": self.slug, "model": model})
+        )
+
+    async def announce_swap(self) -> None:
+        model = self.project.model.meta() if self.project.model else None
+        self.queue_reply({"type": "model_changed", "model": model})
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.project is None:
+            return
+        received = time.perf_counter()
+        frame_id = None
+        if bytes_data is not None:
+            frame_id = self.binary_frames
+            self.binary_frames += 1
+        message = self.busy_message()
+        if message:
+            if bytes_data is None:
+                frame_id = _text_frame_id(text_data)
+            self.queue_reply(error_reply(frame_id, BUSY, message), busy=True)
+            return
+        if bytes_data is not None:
+            answer = serving.answer_binary(
+                bytes_data, frame_id=frame_id, project=self.project, received=received
+            )
+        else:
+            answer = serving.answer_text(text_data, project=self.project, received=received)
+        self.queue_answer(answer)
 
 
 class RateLimit:

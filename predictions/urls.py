@@ -1,6 +1,6 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from .views import api, health, pages
+from .views import api, health, legacy, pages
 
 urlpatterns = [
     path("", pages.project_index, name="project-index"),
@@ -11,4 +11,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
+    # The original service's API (a name may hold `/`: an S3 key).
+    path("models", legacy.model_list, name="legacy-model-list"),
+    re_path(r"^models/(?P<name>.+)/input_shape$", legacy.input_shape, name="legacy-input-shape"),
 ]

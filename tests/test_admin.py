@@ -133,7 +133,9 @@ def test_add_without_activate_leaves_the_active_version(admin_client, project, t
     assert project.active_version == first
 
 
-def test_add_by_s3_key(admin_client, project, trained, s3_storage):
+def test_add_by_s3_key(admin_client, trained, s3_storage):
+    # A project of its own: the session's bucket may hold other tests' `projects/colors/...`.
+    project = Project.objects.create(slug="from-bucket", name="From the bucket")
     s3_storage.put("trained-elsewhere/colors.keras", trained.colors)
 
     response = add_version(admin_client, project, s3_key="trained-elsewhere/colors.keras")
@@ -156,7 +158,7 @@ def test_add_by_s3_key(admin_client, project, trained, s3_storage):
         item["Key"]
         for item in s3_storage.client.list_objects_v2(Bucket=s3_storage.name).get("Contents", [])
     ]
-    assert f"projects/colors/{version.sha256}.keras" not in keys
+    assert f"projects/from-bucket/{version.sha256}.keras" not in keys
     assert {"trained-elsewhere/colors.keras", version.compiled_file} <= set(keys)
 
 

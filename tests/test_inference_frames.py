@@ -10,7 +10,13 @@ import pytest
 from PIL import Image
 
 from predictions.inference.errors import PredictionError
-from predictions.inference.frames import DEFAULT_TOP_K, Frame, frame_from_json, load_json_object
+from predictions.inference.frames import (
+    DEFAULT_TOP_K,
+    Frame,
+    frame_from_json,
+    load_json_object,
+    parse_pixels_array,
+)
 from predictions.inference.images import decode_image
 from predictions.inference.pipeline import top_labels
 
@@ -73,6 +79,39 @@ def test_load_json_object_refuses_json_that_is_not_an_object(text):
         load_json_object(text)
     assert_error(excinfo, "bad_request")
     assert "object" in excinfo.value.message
+
+
+# --- parse_pixels_array: the original protocol's bare arrays -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "data", [np.arange(24).reshape(4, 3, 2), np.arange(24).reshape(4, 6), np.arange(24.0)]
+)
+def test_parse_pixels_array_reshapes_any_array_of_the_input_size(data):
+    frame = parse_pixels_array(json.dumps(data.tolist()), input_shape=(4, 3, 2))
+    assert frame.id is None and frame.image is None
+    np.testing.assert_array_equal(frame.pixels, np.arange(24).reshape(4, 3, 2))
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("not json", "bad_request"),
+        ('{"pixels": [1]}', "bad_request"),
+        ("1.5", "bad_request"),
+        ('[["a", "b"]]', "bad_request"),
+        ('["1", "2"]', "bad_request"),  # numbers in strings are not numbers
+        ("[true, false]", "bad_request"),
+        ("[1, null]", "bad_request"),
+        ("[[1, 2], [3]]", "bad_shape"),
+        ("[]", "bad_shape"),
+        (json.dumps([0.5] * 23), "bad_shape"),
+    ],
+)
+def test_parse_pixels_array_refuses_what_is_not_the_inputs_numbers(text, code):
+    with pytest.raises(PredictionError) as excinfo:
+        parse_pixels_array(text, input_shape=(4, 3, 2))
+    assert_error(excinfo, code)
 
 
 # --- frame_from_json: image and pixels --------------------------------------------------------

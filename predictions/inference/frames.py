@@ -23,15 +23,20 @@ class Frame:
     top_k: int = DEFAULT_TOP_K
 
 
-def load_json_object(text: str | bytes) -> dict:
-    """Parse a text frame; anything but a JSON object is a `bad_request`."""
+def _load_json(text: str | bytes, kind: type, what: str):
+    """Parse a text frame; anything but JSON of `kind` (`what`, in words) is a `bad_request`."""
     try:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError):
         raise PredictionError(BAD_REQUEST, "The frame is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise PredictionError(BAD_REQUEST, "The frame must be a JSON object.")
+    if not isinstance(data, kind):
+        raise PredictionError(BAD_REQUEST, f"The frame must be {what}.")
     return data
+
+
+def load_json_object(text: str | bytes) -> dict:
+    """Parse a text frame; anything but a JSON object is a `bad_request`."""
+    return _load_json(text, dict, "a JSON object")
 
 
 def parse_text_frame(text: str | bytes, *, max_image_bytes: int) -> Frame:
@@ -48,12 +53,7 @@ def parse_pixels_array(text: str, *, input_shape: tuple[int, int, int] | None) -
     """A frame of the original protocol: a bare JSON array of numbers (nested or flat) holding
     as many numbers as the model's input, reshaped to `input_shape` (height, width, channels).
     Without a shape (no model in service) the numbers are left as they are."""
-    try:
-        data = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        raise PredictionError(BAD_REQUEST, "The frame is not valid JSON.") from None
-    if not isinstance(data, list):
-        raise PredictionError(BAD_REQUEST, "The frame must be a JSON array of numbers.")
+    data = _load_json(text, list, "a JSON array of numbers")
     try:
         numbers = np.array(data)
     except ValueError:

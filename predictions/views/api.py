@@ -24,7 +24,7 @@ def request_token(request) -> str | None:
 
 # CORS by hand rather than django-cors-headers: the allowed origins are each project's, read
 # from the database, which that library's (synchronous) hook cannot do under ASGI.
-def _allowed_origin(request, project) -> str | None:
+def allowed_origin(request, project) -> str | None:
     """The request's Origin when it is one of the project's allowed origins (browsers on
     other sites may then read the reply)."""
     origin = request.headers.get("Origin")
@@ -33,7 +33,7 @@ def _allowed_origin(request, project) -> str | None:
     return None
 
 
-def _with_cors(response, origin: str | None):
+def with_cors(response, origin: str | None):
     if origin:
         response["Access-Control-Allow-Origin"] = origin
     patch_vary_headers(response, ["Origin"])
@@ -42,7 +42,7 @@ def _with_cors(response, origin: str | None):
 
 def _preflight(request, project):
     """The answer to a browser's OPTIONS preflight before a cross-site POST."""
-    origin = _allowed_origin(request, project)
+    origin = allowed_origin(request, project)
     if origin is None:
         message = "This origin is not among the project's allowed origins."
         return JsonResponse(error_reply(None, "forbidden", message), status=403)
@@ -50,7 +50,7 @@ def _preflight(request, project):
     response["Access-Control-Allow-Methods"] = "POST"
     response["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
     response["Access-Control-Max-Age"] = "600"
-    return _with_cors(response, origin)
+    return with_cors(response, origin)
 
 
 async def _authorized_project(request, slug):
@@ -75,7 +75,7 @@ async def project_list(request):
 @require_GET
 async def project_detail(request, slug):
     project, refusal = await _authorized_project(request, slug)
-    return refusal or _with_cors(JsonResponse(project.as_json()), _allowed_origin(request, project))
+    return refusal or with_cors(JsonResponse(project.as_json()), allowed_origin(request, project))
 
 
 @csrf_exempt
@@ -91,4 +91,4 @@ async def predict(request, slug):
         return refusal
     reply = await serving.answer_http(request, project=project, received=received)
     status = 200 if reply["type"] == "prediction" else HTTP_STATUS[reply["code"]]
-    return _with_cors(JsonResponse(reply, status=status), _allowed_origin(request, project))
+    return with_cors(JsonResponse(reply, status=status), allowed_origin(request, project))
