@@ -438,3 +438,41 @@ class AdminSession:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
+
+
+# --- A deployment of the test's own ----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def migrated_env(folder: Path, *, admin: tuple[str, str] | None = None, **options):
+    """A migrated database of its own (PostgreSQL when DATABASE_URL names a server, else SQLite)
+    and the environment of server and command processes (`outside_env`'s options); with
+    `admin` (username, password), a superuser too."""
+    if admin:
+        options.update(
+            DJANGO_SUPERUSER_USERNAME=admin[0],
+            DJANGO_SUPERUSER_PASSWORD=admin[1],
+            DJANGO_SUPERUSER_EMAIL="admin@example.com",
+        )
+    with OutsideDatabase(folder) as database_url:
+        env = outside_env(database_url=database_url, folder=folder, **options)
+        manage("migrate", "--noinput", env=env)
+        if admin:
+            manage("createsuperuser", "--noinput", env=env)
+        yield env
+
+
+@contextlib.contextmanager
+def running(*processes, log_tail: int = 3000):
+    """Start servers (DaphneServer, WorkerProcess) in order; stop them in reverse order on the
+    way out, even after a failure, and print the end of each one's log."""
+    started = []
+    try:
+        for process in processes:
+            process.start()
+            started.append(process)
+        yield processes
+    finally:
+        for process in reversed(started):
+            process.stop()
+            print(process.log_text()[-log_tail:])

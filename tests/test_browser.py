@@ -37,19 +37,9 @@ def site(tmp_path_factory, s3_server, trained, digits_model_path):
     (folder / "colors.txt").write_text("\n".join(COLOR_LABELS))
     (folder / "digits.txt").write_text("\n".join("0123456789"))
     other_port = support.free_port()
-    with support.OutsideDatabase(folder) as database_url:
-        env = support.outside_env(
-            database_url=database_url,
-            folder=folder,
-            s3=bucket,
-            production=True,
-            MAX_PENDING_FRAMES=4,
-            DJANGO_SUPERUSER_USERNAME=ADMIN[0],
-            DJANGO_SUPERUSER_PASSWORD=ADMIN[1],
-            DJANGO_SUPERUSER_EMAIL="admin@example.com",
-        )
-        support.manage("migrate", "--noinput", env=env)
-        support.manage("createsuperuser", "--noinput", env=env)
+    with support.migrated_env(
+        folder, s3=bucket, production=True, admin=ADMIN, MAX_PENDING_FRAMES=4
+    ) as env:
         for slug in ("colors", "secret"):
             support.manage(
                 "register_model", slug, "--file", str(trained.colors),
@@ -68,15 +58,9 @@ def site(tmp_path_factory, s3_server, trained, digits_model_path):
         )
         support.manage("shell", "-c", script, env=env)
         server = support.DaphneServer(env, folder / "daphne.log")
-        server.start()
         worker = support.WorkerProcess(env, folder / "worker.log")  # versions added in the admin
-        worker.start()
-        try:
+        with support.running(server, worker):
             yield Site(server, other_port)
-        finally:
-            worker.stop()
-            server.stop()
-            print(server.log_text()[-3000:])
 
 
 @pytest.fixture(scope="module")

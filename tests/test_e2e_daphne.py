@@ -61,16 +61,13 @@ def live(tmp_path_factory, s3_server, trained):
     bucket = s3_server.create_bucket()
     labels = folder / "labels.txt"
     labels.write_text("\n".join(COLOR_LABELS))
-    with support.OutsideDatabase(folder) as database_url:
-        env = support.outside_env(
-            database_url=database_url,
-            folder=folder,
-            s3=bucket,
-            production=True,
-            MAX_IMAGE_PIXELS=MAX_IMAGE_PIXELS,
-            MAX_PENDING_FRAMES=4,
-        )
-        support.manage("migrate", "--noinput", env=env)
+    with support.migrated_env(
+        folder,
+        s3=bucket,
+        production=True,
+        MAX_IMAGE_PIXELS=MAX_IMAGE_PIXELS,
+        MAX_PENDING_FRAMES=4,
+    ) as env:
         for slug in ("colors", "secret", "swap"):
             support.manage(
                 "register_model", slug, "--file", str(trained.colors),
@@ -83,12 +80,8 @@ def live(tmp_path_factory, s3_server, trained):
         )
         support.manage("shell", "-c", script, env=env)
         server = support.DaphneServer(env, folder / "daphne.log")
-        server.start()
-        try:
+        with support.running(server):
             yield Live(server, env, "s3cret-token")
-        finally:
-            server.stop()
-            print(server.log_text()[-3000:])
 
 
 def receive(socket):

@@ -39,21 +39,8 @@ def deployment(tmp_path_factory, s3_server, trained):
     folder = tmp_path_factory.mktemp("worker-e2e")
     bucket = s3_server.create_bucket()
     (folder / "labels.txt").write_text("\n".join(COLOR_LABELS))
-    with support.OutsideDatabase(folder) as database_url:
-        env = support.outside_env(
-            database_url=database_url,
-            folder=folder,
-            s3=bucket,
-            production=True,
-            REGISTRATION_LEASE_SECONDS=LEASE_S,
-            WORKER_POLL_SECONDS=0.2,
-            MODEL_SWAP_POLL_SECONDS=0.5,
-            DJANGO_SUPERUSER_USERNAME=ADMIN[0],
-            DJANGO_SUPERUSER_PASSWORD=ADMIN[1],
-            DJANGO_SUPERUSER_EMAIL="admin@example.com",
-        )
-        support.manage("migrate", "--noinput", env=env)
-        support.manage("createsuperuser", "--noinput", env=env)
+    settings = {"REGISTRATION_LEASE_SECONDS": LEASE_S, "WORKER_POLL_SECONDS": 0.2}
+    with support.migrated_env(folder, s3=bucket, production=True, admin=ADMIN, **settings) as env:
         support.manage(
             "register_model", "colors", "--file", str(trained.colors),
             "--labels-file", str(folder / "labels.txt"), "--activate", env=env,
@@ -61,18 +48,11 @@ def deployment(tmp_path_factory, s3_server, trained):
         server = support.DaphneServer(
             env, folder / "daphne.log", extra_args=("--http-timeout", str(HTTP_TIMEOUT_S))
         )
-        server.start()
         # A dyno of its own: its own local cache, so no check report is reused from above.
         worker_env = {**env, "MODEL_CACHE_DIR": str(folder / "worker-cache")}
         worker = support.WorkerProcess(worker_env, folder / "worker.log")
-        worker.start()
-        try:
+        with support.running(server, worker):
             yield Deployment(server, worker, env, folder)
-        finally:
-            worker.stop()
-            server.stop()
-            print(server.log_text()[-2000:])
-            print(worker.log_text()[-4000:])
 
 
 def receive(socket) -> dict:

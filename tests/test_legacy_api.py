@@ -92,15 +92,12 @@ def live(tmp_path_factory, mnist):
     `secret` (private), `swap` (public) and `empty` (public, no version)."""
     folder = tmp_path_factory.mktemp("legacy")
     (folder / "labels.txt").write_text("\n".join(LABELS))
-    with support.OutsideDatabase(folder) as database_url:
-        env = support.outside_env(
-            database_url=database_url,
-            folder=folder,
-            production=True,
-            MAX_FRAMES_PER_SECOND=FRAMES_PER_SECOND,
-            MODEL_SWAP_POLL_SECONDS=0.5,
-        )
-        support.manage("migrate", "--noinput", env=env)
+    with support.migrated_env(
+        folder,
+        production=True,
+        MAX_FRAMES_PER_SECOND=FRAMES_PER_SECOND,
+        MODEL_SWAP_POLL_SECONDS=0.5,
+    ) as env:
         server = support.DaphneServer(env, folder / "daphne.log")
         live = Live(server, env, folder)
         live.register("mnist", "--file", str(mnist.path))
@@ -114,12 +111,8 @@ def live(tmp_path_factory, mnist):
             f"Project.objects.filter(slug='secret').update(is_public=False, token='{TOKEN}')"
         )
         support.manage("shell", "-c", script, env=env)
-        server.start()
-        try:
+        with support.running(server):
             yield live
-        finally:
-            server.stop()
-            print(server.log_text()[-3000:])
 
 
 def receive(socket):
