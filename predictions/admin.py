@@ -7,12 +7,13 @@ from django.http import HttpResponseRedirect, JsonResponse
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
 from . import services
 from .formats import ACCEPTED_FORMATS_TEXT
 from .models import ModelVersion, Project
 
-WORKING = (ModelVersion.Status.PENDING, ModelVersion.Status.CHECKING)
+MESSAGE_CHARS = 90  # of a version's message in the version list
 
 
 class ModelVersionAddForm(forms.ModelForm):
@@ -83,6 +84,15 @@ class VersionColumns:
     def message_cell(self, version):
         return _live_cell(version, "message", version.validation_message)
 
+    @admin.display(description="message")
+    def short_message_cell(self, version):
+        """The message's start in the list (the whole text is its tooltip and on its page)."""
+        return _live_cell(version, "message", version.validation_message, limit=MESSAGE_CHARS)
+
+    @admin.display(description="runtime", ordering="runtime")
+    def runtime_cell(self, version):
+        return _live_cell(version, "runtime", version.runtime)
+
     @admin.display(description="labels")
     def labels_count(self, version):
         return len(version.labels)
@@ -106,12 +116,12 @@ class VersionInline(VersionColumns, admin.TabularInline):
         "status_cell",
         "is_active",
         "format",
-        "runtime",
+        "runtime_cell",
         "input_shape",
         "labels_count",
         "size",
         "sha256_prefix",
-        "message_cell",
+        "short_message_cell",
     ]
     readonly_fields = fields
 
@@ -152,13 +162,13 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
         "status_cell",
         "is_active",
         "format",
-        "runtime",
+        "runtime_cell",
         "source",
         "input_shape",
         "labels_count",
         "size",
         "sha256_prefix",
-        "message_cell",
+        "short_message_cell",
         "created_at",
     ]
     list_filter = ["project", "status", "format"]
@@ -268,6 +278,7 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
                     "status": v.status,
                     "message": v.validation_message,
                     "active": _active_text(v),
+                    "runtime": v.runtime,
                 }
                 for v in versions
             }
@@ -307,13 +318,18 @@ def _active_text(version: ModelVersion) -> str:
     return ""
 
 
-def _live_cell(version: ModelVersion, field: str, text: str):
-    """A cell that predictions/admin_status.js refreshes while the version is being checked."""
+def _live_cell(version: ModelVersion, field: str, text: str, *, limit: int = 0):
+    """A cell that predictions/admin_status.js refreshes while the version is being checked
+    (`limit`: show at most that many characters, the whole text as the tooltip)."""
     url = reverse("admin:predictions_modelversion_status")
+    shown = Truncator(text).chars(limit) if limit else text
     return format_html(
-        '<span data-version="{}" data-field="{}" data-status-url="{}">{}</span>',
+        '<span data-version="{}" data-field="{}" data-status-url="{}" data-limit="{}" '
+        'title="{}">{}</span>',
         version.pk,
         field,
         url,
-        text,
+        limit,
+        text if limit else "",
+        shown,
     )

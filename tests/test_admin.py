@@ -176,11 +176,13 @@ def test_the_status_view_feeds_the_live_cells(admin_client, project, trained):
             "status": "ready",
             "message": ready.validation_message,
             "active": "in service",
+            "runtime": "litert",
         },
         str(pending.pk): {
             "status": "pending",
             "message": "Waiting for a worker to check it.",
             "active": "when ready",
+            "runtime": "",
         },
     }
     page = admin_client.get(f"{PROJECT_LIST}{project.pk}/change/").content.decode()

@@ -31,7 +31,10 @@
         for (const cell of cells()) {
           const state = states[cell.dataset.version];
           if (state && cell.dataset.field in state) {
-            cell.textContent = state[cell.dataset.field];
+            const text = state[cell.dataset.field];
+            const limit = Number(cell.dataset.limit || 0);
+            cell.textContent = limit && text.length > limit ? text.slice(0, limit - 1) + "…" : text;
+            if (limit) cell.title = text;
           }
         }
       }
