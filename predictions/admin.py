@@ -129,8 +129,21 @@ class VersionInline(VersionColumns, admin.TabularInline):
         return False
 
 
+class ReapOnView:
+    """Pages that show versions first take up checks whose worker died, so that a version
+    shown `checking` has a live worker on it even while no worker runs to reap it."""
+
+    def changelist_view(self, request, extra_context=None):
+        services.registrations_reap()
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        services.registrations_reap()
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(ReapOnView, admin.ModelAdmin):
     list_display = ["slug", "name", "is_public", "active_version", "demo_link"]
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = [
@@ -156,7 +169,7 @@ class ProjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
+class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
     list_display = [
         "__str__",
         "status_cell",
@@ -267,9 +280,11 @@ class ModelVersionAdmin(VersionColumns, admin.ModelAdmin):
         return [status, *super().get_urls()]
 
     def status_view(self, request):
-        """`{"<id>": {"status", "message", "active"}}` for `?ids=1,2`: the live cells' source."""
+        """`{"<id>": {"status", "message", "active", "runtime"}}` for `?ids=1,2`: the live
+        cells' source."""
         if not self.has_view_permission(request):
             raise PermissionDenied
+        services.registrations_reap()
         ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.isdigit()][:200]
         versions = ModelVersion.objects.select_related("project").filter(pk__in=ids)
         return JsonResponse(

@@ -1,8 +1,11 @@
 """The Django admin as an operator uses it: adding versions, the actions, the project pages."""
 
 import html
+import re
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from predictions import tasks
@@ -406,3 +409,24 @@ def test_project_add_page_renders(admin_client):
 
     assert response.status_code == 200
     assert 'name="slug"' in response.content.decode()
+
+
+def test_showing_versions_takes_up_a_check_whose_worker_died(
+    admin_client, project, trained, settings
+):
+    settings.REGISTRATION_LEASE_SECONDS = 5
+    add_version(admin_client, project, upload=trained.colors)
+    version = ModelVersion.objects.get()
+    ModelVersion.objects.filter(pk=version.pk).update(
+        status=ModelVersion.Status.CHECKING,
+        attempts=1,
+        heartbeat_at=timezone.now() - timedelta(seconds=60),
+    )
+
+    text = admin_client.get(VERSION_LIST).content.decode()
+
+    version.refresh_from_db()
+    assert version.status == ModelVersion.Status.PENDING
+    assert "stopped (attempt 1 of 2); queued again" in version.validation_message
+    assert f'data-version="{version.pk}" data-field="status" ' in text
+    assert "checking" not in re.findall(r'data-field="status"[^>]*>(\w+)<', text)

@@ -157,8 +157,10 @@ def test_a_worker_killed_mid_check_is_replaced_and_the_job_taken_up_again(deploy
         what="the orphaned child's end",
     )
     time.sleep(LEASE_S + 1)
+    # Its lease lapsed: it is not shown `checking` with no worker on it, but queued again.
     line = support.show_versions("killed", env=deployment.env)[0]
-    assert line["status"] == "checking"  # nobody took it up while no worker ran
+    assert line["status"] == "pending"
+    assert line["message"] == "The worker checking it stopped (attempt 1 of 2); queued again."
 
     deployment.worker.start()
     line = support.wait_for_version(

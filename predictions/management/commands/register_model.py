@@ -49,6 +49,7 @@ class Command(BaseCommand):
     def handle(self, *args, slug, file, s3_key, labels_file, name, activate, no_wait, **options):
         labels = _read_labels(labels_file) if labels_file else []
         try:
+            services.labels_check(labels)
             if file:
                 with open(file, "rb") as upload:
                     source = services.version_source(upload=upload, upload_name=file)

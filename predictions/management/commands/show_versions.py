@@ -5,6 +5,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from predictions.models import Project
+from predictions.services import registrations_reap
 
 
 class Command(BaseCommand):
@@ -17,6 +18,7 @@ class Command(BaseCommand):
         project = Project.objects.filter(slug=slug).first()
         if project is None:
             raise CommandError(f"No project named {slug!r}.")
+        registrations_reap()  # a check whose worker died is not shown as `checking`
         for version in project.versions.order_by("-number"):
             line = {
                 "version": version.number,
