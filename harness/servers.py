@@ -242,6 +242,8 @@ def outside_env(
             AWS_SECRET_ACCESS_KEY="test",
             AWS_S3_REGION_NAME="us-east-1",
         )
+    if not production:
+        env["DJANGO_DEBUG"] = "true"  # as under `make run`
     if production:
         env.update(
             DJANGO_DEBUG="false",

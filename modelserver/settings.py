@@ -11,10 +11,14 @@ env = environ.Env()
 
 DEV_SECRET_KEY = "django-insecure-dev-key-for-local-use-only"
 
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
+# Off unless asked for: `make run` and the tests turn it on.
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or DEV_SECRET_KEY
 if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
-    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is false.")
+    # One line on stderr and exit status 1, not a traceback from deep inside Django's start.
+    raise SystemExit("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is false.")
+# With debug off, `/metrics` answers only `Authorization: Bearer <METRICS_TOKEN>`; unset: off.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 

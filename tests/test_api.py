@@ -183,13 +183,15 @@ async def test_other_sites_allowed_by_the_project_may_read_replies(async_client,
     assert detail["Access-Control-Allow-Origin"] == "https://app.example.com"
 
 
-async def test_health_ready_and_metrics(async_client, colors):
+async def test_health_ready_and_metrics(async_client, colors, settings):
+    settings.METRICS_TOKEN = "metrics-secret"
     assert (await async_client.get("/healthz")).status_code == 200
     ready = await async_client.get("/readyz")
     assert ready.status_code == 200 and ready.json() == {"status": "ok"}
     png = encode(solid_image("red"), "PNG")
     await async_client.post(PREDICT.format("colors"), png, content_type="image/png")
-    metrics = (await async_client.get("/metrics")).content.decode()
+    auth = {"Authorization": "Bearer metrics-secret"}
+    metrics = (await async_client.get("/metrics", headers=auth)).content.decode()
     assert 'modelserver_predictions_total{project="colors",transport="http"}' in metrics
 
 
@@ -203,7 +205,23 @@ async def test_readyz_names_an_unreachable_model_storage(async_client, db, setti
     }
     response = await async_client.get("/readyz")
     assert response.status_code == 503
-    assert "model storage" in response.json()["problems"][0]
+    # Which dependency, not its error text (which names hosts and ports).
+    assert response.json()["problems"] == ["model storage: does not answer"]
+
+
+async def test_metrics_with_debug_off_need_the_token(async_client, db, settings):
+    settings.DEBUG = False
+    settings.METRICS_TOKEN = ""
+    off = await async_client.get("/metrics")
+    assert off.status_code == 404 and "METRICS_TOKEN" in off.json()["error"]
+
+    settings.METRICS_TOKEN = "metrics-secret"
+    for header in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "metrics-secret"}):
+        refused = await async_client.get("/metrics", headers=header)
+        assert refused.status_code == 401 and refused["WWW-Authenticate"].startswith("Bearer")
+        assert b"modelserver_" not in refused.content
+    allowed = await async_client.get("/metrics", headers={"Authorization": "Bearer metrics-secret"})
+    assert allowed.status_code == 200 and b"modelserver_" in allowed.content
 
 
 async def test_https_behind_the_router(async_client, db):

@@ -23,6 +23,8 @@ from tests.support import COLOR_LABELS, encode, solid_image
 
 TIMEOUT = 60
 MAX_IMAGE_PIXELS = 2_000_000
+METRICS_TOKEN = "metrics-secret"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 class Live:
@@ -46,9 +48,10 @@ class Live:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
 
-    def get(self, path):
+    def get(self, path, headers=None):
+        request = urllib.request.Request(f"{self.server.url}{path}", headers=headers or {})
         try:
-            with urllib.request.urlopen(f"{self.server.url}{path}", timeout=TIMEOUT) as response:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()
@@ -67,6 +70,7 @@ def live(tmp_path_factory, s3_server, trained):
         production=True,
         MAX_IMAGE_PIXELS=MAX_IMAGE_PIXELS,
         MAX_PENDING_FRAMES=4,
+        METRICS_TOKEN=METRICS_TOKEN,
     ) as env:
         for slug in ("colors", "secret", "swap"):
             support.manage(
@@ -204,7 +208,7 @@ def test_the_serving_process_never_imports_tensorflow(live):
         socket.send(encode(solid_image("red"), "PNG"))
         reply = receive(socket)
     assert reply["labels"][0]["label"] == "red"
-    metrics = live.get("/metrics")[1].decode()
+    metrics = live.get("/metrics", headers=METRICS_AUTH)[1].decode()
     assert "modelserver_tensorflow_imported 0.0" in metrics
     maps = open(f"/proc/{live.server.process.pid}/maps").read()
     assert "libtensorflow_framework" not in maps and "_pywrap_tensorflow_internal" not in maps
@@ -218,7 +222,8 @@ def test_pages_and_static_files_with_debug_off(live):
     status, script = live.get("/static/predictions/modelserver.js")
     assert status == 200 and b"new WebSocket" in script
     assert live.get("/readyz")[0] == 200
-    assert b"modelserver_predictions_total" in live.get("/metrics")[1]
+    assert live.get("/metrics")[0] == 401  # debug is off: the token is needed
+    assert b"modelserver_predictions_total" in live.get("/metrics", headers=METRICS_AUTH)[1]
 
 
 @pytest.mark.skipif(

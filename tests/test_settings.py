@@ -28,4 +28,16 @@ def test_production_refuses_the_dev_secret_key(tmp_path):
     )
     result = support.manage("check", env=env, check=False)
     assert result.returncode != 0
-    assert "DJANGO_SECRET_KEY must be set" in result.stderr
+    # One line that says what to do, not a traceback.
+    assert result.stderr.strip() == "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is false."
+
+
+def test_debug_is_off_unless_asked_for(tmp_path):
+    env = support.outside_env(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", folder=tmp_path)
+    del env["DJANGO_DEBUG"]
+    refused = support.manage("check", env=env, check=False)
+    assert refused.returncode != 0 and "DJANGO_SECRET_KEY must be set" in refused.stderr
+
+    env["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
+    code = "from django.conf import settings; print(settings.DEBUG)"
+    assert support.manage("shell", "-c", code, env=env).stdout.strip().splitlines()[-1] == "False"

@@ -1,11 +1,17 @@
 """Liveness, readiness and Prometheus metrics."""
 
+import logging
+import secrets
+
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..models import model_storage
+
+logger = logging.getLogger(__name__)
 
 
 async def healthz(request):
@@ -25,18 +31,36 @@ def _readiness_problems() -> list[str]:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-    except Exception as exc:
-        problems.append(f"database: {exc}")
+    except Exception:  # the error's text stays in the log: it may name hosts and users
+        logger.exception("readiness: the database does not answer")
+        problems.append("database: does not answer")
     finally:
         connection.close()
     try:
         model_storage().listdir("")
     except FileNotFoundError:
         pass  # An empty local folder that was never written to is fine.
-    except Exception as exc:
-        problems.append(f"model storage: {exc}")
+    except Exception:
+        logger.exception("readiness: the model storage does not answer")
+        problems.append("model storage: does not answer")
     return problems
 
 
 async def metrics(request):
+    """Prometheus text; with debug off only for `Authorization: Bearer $METRICS_TOKEN`, and
+    off (404) when no token is set: the metrics name every project, private ones too."""
+    if not settings.DEBUG:
+        token = settings.METRICS_TOKEN
+        if not token:
+            return JsonResponse({"error": "Metrics are off: set METRICS_TOKEN."}, status=404)
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            response = JsonResponse(
+                {"error": "Send the metrics token: Authorization: Bearer <METRICS_TOKEN>."},
+                status=401,
+            )
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
