@@ -162,9 +162,9 @@ class ProjectAdmin(ReapOnView, admin.ModelAdmin):
     def demo_link(self, project):
         if not project.pk:
             return "-"
+        # Never with the token: links end up in access logs and browser histories (the demo
+        # page of a private project asks for it).
         url = reverse("project-demo", args=[project.slug])
-        if not project.is_public:
-            url += f"?token={project.token}"
         return format_html('<a href="{}">try it</a>', url)
 
 
@@ -218,24 +218,25 @@ class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
             kwargs["form"] = ModelVersionAddForm
-        return super().get_form(request, obj, change=change, **kwargs)
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is None and not self.has_activate_permission(request):
+            # A declared field stays in the form class whatever `fields` says: drop it, so a
+            # posted `activate` from a user without the permission is ignored.
+            form.base_fields.pop("activate", None)
+        return form
 
     def get_readonly_fields(self, request, obj=None):
         return self.readonly_fields if obj else []
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return [
-                "project",
-                "upload",
-                "s3_key",
-                "labels_text",
-                "resize",
-                "scale_min",
-                "scale_max",
-                "activate",
-            ]
+            fields = ["project", "upload", "s3_key", "labels_text", "resize", "scale_min"]
+            fields.append("scale_max")
+            return fields + (["activate"] if self.has_activate_permission(request) else [])
         return self.readonly_fields
+
+    def has_activate_permission(self, request) -> bool:
+        return request.user.has_perm(services.ACTIVATE_PERMISSION)
 
     def save_form(self, request, form, change):
         if change:
@@ -245,10 +246,11 @@ class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
             project=data["project"],
             source=form.source,
             labels=data["labels"],
-            activate=data["activate"],
+            activate=data.get("activate", False),
             resize=data["resize"],
             scale_min=data["scale_min"],
             scale_max=data["scale_max"],
+            actor=request.user,
         )
 
     def save_model(self, request, obj, form, change):
@@ -299,14 +301,16 @@ class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
             }
         )
 
-    @admin.action(description="Activate the selected version (when it is ready)")
+    @admin.action(
+        description="Activate the selected version (when it is ready)", permissions=["activate"]
+    )
     def activate_version(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version to activate.", messages.ERROR)
             return
         version = queryset.get()
         try:
-            live = services.version_activate(version=version)
+            live = services.version_activate(version=version, actor=request.user)
         except services.ModelValidationError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
@@ -317,7 +321,7 @@ class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
                 request, f"{version} is {version.status}: it goes into service when it is ready."
             )
 
-    @admin.action(description="Check the selected versions again")
+    @admin.action(description="Check the selected versions again", permissions=["change"])
     def revalidate_versions(self, request, queryset):
         for version in queryset:
             services.version_recheck(version=version)

@@ -133,6 +133,7 @@ class ModelVersion(models.Model):
 
     class Meta:
         ordering = ["project", "-number"]
+        permissions = [("can_activate", "Can put a model version in service")]
         constraints = [
             models.UniqueConstraint(fields=["project", "number"], name="unique_version_number"),
         ]

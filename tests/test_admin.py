@@ -5,10 +5,12 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from predictions import tasks
+from predictions import services, tasks
 from predictions.models import ModelVersion, Project, model_storage
 from predictions.storage import file_cache
 from tests.support import COLOR_LABELS, register
@@ -378,7 +380,8 @@ def test_project_changelist_links_to_the_demo(admin_client, project, trained):
     assert response.status_code == 200
     text = response.content.decode()
     assert '<a href="/projects/colors/">try it</a>' in text
-    assert f'<a href="/projects/secret/?token={secret.token}">try it</a>' in text
+    assert '<a href="/projects/secret/">try it</a>' in text
+    assert secret.token not in text
     assert "colors v1" in text  # the active version column
 
 
@@ -430,3 +433,65 @@ def test_showing_versions_takes_up_a_check_whose_worker_died(
     assert "stopped (attempt 1 of 2); queued again" in version.validation_message
     assert f'data-version="{version.pk}" data-field="status" ' in text
     assert "checking" not in re.findall(r'data-field="status"[^>]*>(\w+)<', text)
+
+
+# --- Least privilege -------------------------------------------------------------------------
+
+
+def staff_client(client, *codenames):
+    """A logged-in staff user holding only the named permissions of the predictions app."""
+    user = User.objects.create_user("staff", password="staff-password-1", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="predictions", codename__in=codenames)
+    )
+    client.force_login(user)
+    return client
+
+
+def test_view_only_staff_cannot_activate_or_recheck(client, project, trained):
+    first = register(project, trained.colors)
+    second = register(project, trained.colors, activate=False)
+    viewer = staff_client(client, "view_modelversion", "view_project")
+
+    listing = viewer.get(VERSION_LIST).content.decode()
+    assert 'value="activate_version"' not in listing
+    assert 'value="revalidate_versions"' not in listing
+    for action in ("activate_version", "revalidate_versions"):
+        response = select_action(viewer, action, second)
+        assert response.status_code == 200  # the admin answers with a page, not a 403
+
+    project.refresh_from_db()
+    second.refresh_from_db()
+    assert project.active_version == first
+    assert second.status == ModelVersion.Status.READY
+
+
+def test_adding_versions_does_not_include_putting_them_in_service(client, project, trained):
+    first = register(project, trained.colors)
+    adder = staff_client(client, "add_modelversion", "view_modelversion", "view_project")
+
+    form = adder.get(VERSION_ADD).content.decode()
+    assert 'name="activate"' not in form
+    response = add_version(adder, project, upload=trained.colors)  # posts activate=on anyway
+
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert project.active_version == first and project.activate_when_ready is None
+    with pytest.raises(PermissionDenied):
+        services.version_activate(version=project.versions.get(number=2), actor=adder_user())
+
+
+def adder_user():
+    return User.objects.get(username="staff")
+
+
+def test_the_activate_permission_is_enough_to_activate(client, project, trained):
+    register(project, trained.colors)
+    second = register(project, trained.colors, activate=False)
+    activator = staff_client(client, "view_modelversion", "can_activate")
+
+    response = select_action(activator, "activate_version", second)
+
+    assert "Colors v2 is now in service." in response.content.decode()
+    project.refresh_from_db()
+    assert project.active_version == second

@@ -8,6 +8,7 @@
 from ..inference.errors import ModelValidationError
 from .registration import registrations_reap, version_check
 from .versions import (
+    ACTIVATE_PERMISSION,
     VersionSource,
     labels_check,
     project_group_name,
@@ -19,6 +20,7 @@ from .versions import (
 )
 
 __all__ = [
+    "ACTIVATE_PERMISSION",
     "ModelValidationError",
     "VersionSource",
     "labels_check",

@@ -12,6 +12,7 @@ from typing import BinaryIO
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from ..checking import sniff_format, vet_model_file
@@ -22,6 +23,9 @@ from ..selectors import project_next_version_number
 from ..storage import file_cache, storage_read_head, store_once
 
 logger = logging.getLogger(__name__)
+
+# Putting a version in service is a permission of its own, apart from adding versions.
+ACTIVATE_PERMISSION = "predictions.can_activate"
 
 
 @dataclass(frozen=True)
@@ -79,11 +83,15 @@ def version_submit(
     resize: str = ModelVersion.Resize.STRETCH,
     scale_min: float = 0.0,
     scale_max: float = 1.0,
+    actor=None,
 ) -> ModelVersion:
     """Store the file and record the project's next version as `pending`; with `queue`, the
     worker's job is queued in the same transaction. `activate` asks for it to go into service
-    once its check passes (the latest such request of a project wins)."""
+    once its check passes (the latest such request of a project wins); an `actor` (a user)
+    needs the activate permission for that. Shell commands pass none."""
     labels_check(labels)
+    if activate:
+        _require_activate_permission(actor)
     if source.local_path is not None:
         name = f"projects/{project.slug}/{source.sha256}{source.format.suffix}"
         with open(source.local_path, "rb") as handle:
@@ -146,9 +154,11 @@ def version_register(
     return version
 
 
-def version_activate(*, version: ModelVersion) -> bool:
+def version_activate(*, version: ModelVersion, actor=None) -> bool:
     """Put a version in service and tell every server process to swap it in; a version still
-    being checked is put in service when it is ready instead. Returns whether it is live now."""
+    being checked is put in service when it is ready instead. Returns whether it is live now.
+    An `actor` (a user) needs the activate permission; shell commands pass none."""
+    _require_activate_permission(actor)
     status = version.status
     if status in (ModelVersion.Status.PENDING, ModelVersion.Status.CHECKING):
         Project.objects.filter(pk=version.project_id).update(activate_when_ready=version)
@@ -180,6 +190,11 @@ def version_recheck(*, version: ModelVersion) -> None:
         )
         version.refresh_from_db()
         enqueue_check(version)
+
+
+def _require_activate_permission(actor) -> None:
+    if actor is not None and not actor.has_perm(ACTIVATE_PERMISSION):
+        raise PermissionDenied("You may not put versions in service (the activate permission).")
 
 
 def enqueue_check(version: ModelVersion) -> None:
