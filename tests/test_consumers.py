@@ -297,3 +297,36 @@ def test_allowed_origins_must_be_origins(db):
     project = Project(slug="x", name="x", allowed_origins="https://ok.example\nftp://nope/path")
     with pytest.raises(ValidationError, match="is not a web origin"):
         project.full_clean()
+
+
+async def test_busy_text_frames_keep_their_leading_id_and_are_never_parsed_whole(socket, settings):
+    settings.MAX_PENDING_FRAMES = 0  # every frame is over the limit
+    deep = "[" * 200_000 + "]" * 200_000  # json.loads would raise RecursionError on it
+    frames = [
+        json.dumps({"id": "first-key", "pixels": [[[0]]]}),
+        '{"pixels": [[[0]]], "id": "not-first"}',
+        '{"id": 7, "pixels": ' + deep + "}",
+        deep,
+    ]
+    for frame in frames:
+        await socket.send_to(text_data=frame)
+    replies = [await receive(socket) for _ in frames]
+
+    assert [(reply["code"], reply["id"]) for reply in replies] == [
+        ("busy", "first-key"),
+        ("busy", None),
+        ("busy", 7),
+        ("busy", None),
+    ]
+
+
+async def test_json_nested_too_deeply_is_a_bad_request(socket):
+    deep = "[" * 200_000 + "]" * 200_000
+    await socket.send_to(text_data='{"id": "deep", "pixels": ' + deep + "}")
+    reply = await receive(socket)
+    assert (reply["code"], reply["message"]) == (
+        "bad_request",
+        "The frame's JSON is nested too deeply.",
+    )
+    await socket.send_to(text_data=json.dumps({"id": "after", "pixels": [[[0.5] * 3] * 16] * 16}))
+    assert (await receive(socket))["id"] == "after"  # the connection goes on

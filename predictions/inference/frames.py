@@ -29,6 +29,8 @@ def _load_json(text: str | bytes, kind: type, what: str):
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError):
         raise PredictionError(BAD_REQUEST, "The frame is not valid JSON.") from None
+    except RecursionError:  # json's decoder gives up on deep nesting this way
+        raise PredictionError(BAD_REQUEST, "The frame's JSON is nested too deeply.") from None
     if not isinstance(data, kind):
         raise PredictionError(BAD_REQUEST, f"The frame must be {what}.")
     return data
