@@ -185,6 +185,7 @@ class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
         "created_at",
     ]
     list_filter = ["project", "status", "format"]
+    list_select_related = ["project"]  # every row's name and "active" cell read its project
 
     class Media:
         js = ["predictions/admin_status.js"]
@@ -230,8 +231,9 @@ class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            fields = ["project", "upload", "s3_key", "labels_text", "resize", "scale_min"]
-            fields.append("scale_max")
+            fields = [
+                "project", "upload", "s3_key", "labels_text", "resize", "scale_min", "scale_max",
+            ]  # fmt: skip
             return fields + (["activate"] if self.has_activate_permission(request) else [])
         return self.readonly_fields
 
@@ -264,6 +266,7 @@ class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
             super().save_related(request, form, formsets, change)
 
     def response_add(self, request, obj, post_url_continue=None):
+        obj.project.refresh_from_db()  # the service set its activate_when_ready
         then = ", then puts it in service" if _active_text(obj) == "when ready" else ""
         self.message_user(
             request,
@@ -329,7 +332,7 @@ class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
 
 
 def _active_text(version: ModelVersion) -> str:
-    project = Project.objects.get(pk=version.project_id) if version.pk else version.project
+    project = version.project
     if project.active_version_id == version.pk:
         return "in service"
     if project.activate_when_ready_id == version.pk:

@@ -2,6 +2,7 @@
 
 import logging
 import threading
+import time
 
 from django.conf import settings
 from django.core.management import call_command
@@ -33,7 +34,6 @@ class Command(BaseCommand):
 
 def _reap_forever() -> None:
     """Every half lease, in its own database connection, until the process exits."""
-    stop = threading.Event()
     while True:
         try:
             registrations_reap()
@@ -41,4 +41,4 @@ def _reap_forever() -> None:
             logger.exception("the reaper could not run")
         finally:
             connection.close()
-        stop.wait(settings.REGISTRATION_LEASE_SECONDS / 2)
+        time.sleep(settings.REGISTRATION_LEASE_SECONDS / 2)
