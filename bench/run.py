@@ -3,8 +3,8 @@
 One run builds the models, starts SeaweedFS, a database and daphne, registers the models with
 the real CLI, and measures: the in-process time per frame (the server's own decode, preprocess
 and LiteRT code, no server), WebSocket and HTTP round trips and throughput, memory with three
-models and 100 open connections, start-up, the first prediction of a never-loaded model, and
-the original design (bench/original_app.py). It prints one JSON object on stdout (progress on
+models and 100 open connections, start-up, the first prediction of a never-loaded model, the memory
+the costliest images take arriving at once, and the original design (bench/original_app.py). It prints one JSON object on stdout (progress on
 stderr) with the raw numbers and the goals. Server settings in the environment pass through,
 e.g. `MAX_BATCH_WAIT_MS=2 make bench`.
 
@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,6 +45,7 @@ if str(PROJECT_DIR) not in sys.path:
     sys.path.insert(0, str(PROJECT_DIR))
 
 from harness import servers  # noqa: E402
+from harness.worst_images import memory_bytes, reset_peak, worst_images  # noqa: E402
 from predictions.demo import DIGIT_LABELS, train_digits_model  # noqa: E402
 from predictions.inference.frames import Frame  # noqa: E402
 from predictions.inference.pipeline import Limits, prepare_frame  # noqa: E402
@@ -79,6 +81,7 @@ SETTING_NAMES = (
     "MODEL_CACHE_BYTES",
     "MAX_IMAGE_BYTES",
     "MAX_IMAGE_PIXELS",
+    "DECODE_BUDGET_BYTES",
 )
 # Settings whose names outside_env() filters out of the inherited environment.
 PASSTHROUGH = ("MODEL_CACHE_BYTES", "MODEL_CHECK_TIMEOUT")
@@ -700,6 +703,64 @@ def measure_never_loaded(server, env: dict, model: Path, labels: Path, photo: by
     return registration, asyncio.run(first_prediction_seconds(url, photo))
 
 
+# --- Worst-case image memory ---------------------------------------------------------------------
+
+
+async def burst(server: servers.DaphneServer, over_http: list[bytes], over_ws: list[bytes]) -> list:
+    """Each image from a client of its own (HTTP to mnv2-a, WebSocket to the digits drawing
+    model), sent together once every socket is open: the replies, HTTP first."""
+    sockets = [await open_socket(f"{server.ws_url}/ws/projects/digits/") for _ in over_ws]
+
+    def post(body: bytes) -> bytes:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=REPLY_TIMEOUT)
+        try:
+            connection.request(
+                "POST", "/api/projects/mnv2-a/predict", body=body,
+                headers={"Content-Type": "application/octet-stream"},
+            )  # fmt: skip
+            return connection.getresponse().read()
+        finally:
+            connection.close()
+
+    try:
+        replies = await asyncio.gather(
+            *(asyncio.to_thread(post, body) for body in over_http),
+            *(round_trip(socket, frame) for socket, frame in zip(sockets, over_ws, strict=True)),
+        )
+    finally:
+        await close_all(sockets)
+    return [json.loads(reply if isinstance(reply, bytes) else reply[1]) for reply in replies]
+
+
+def measure_worst_case_images(server: servers.DaphneServer, photo: bytes, digit: bytes) -> dict:
+    """The server's peak RSS rise (MB of 10^6 bytes, as issue 11's goal) while the eight
+    costliest images the default limits admit arrive at once, four over HTTP and four over
+    WebSocket (harness/worst_images.py), and while four that the decode budget refuses do. Each
+    from the RSS after a warm-up frame, with the peak reset there (Linux's clear_refs)."""
+    images = worst_images()
+    admitted = [image.data for image in images if not image.refused]
+    refused = [image.data for image in images if image.refused]
+    result = {}
+    for name, over_http, over_ws, expected in (
+        ("admitted_8", admitted[:4], admitted[4:], "prediction"),
+        ("refused_4", refused, refused, "too_large"),
+    ):
+        log(f"worst-case image memory: {name}")
+        asyncio.run(burst(server, [photo], [digit]))
+        reset_peak(server.process.pid)
+        baseline = memory_bytes(server.process.pid)["rss"]
+        replies = asyncio.run(burst(server, over_http, over_ws))
+        peak = memory_bytes(server.process.pid)["peak"]
+        outcomes = [reply.get("code", reply["type"]) for reply in replies]
+        result[name] = {
+            "peak_rss_rise_mb": (peak - baseline) / 1e6,
+            "baseline_rss_mb": baseline / 1e6,
+            "replies": dict(Counter(outcomes)),
+            "bad_replies": sum(outcome != expected for outcome in outcomes),
+        }
+    return result
+
+
 # --- The original design ----------------------------------------------------------------------
 
 
@@ -768,6 +829,9 @@ def goals(result: dict) -> dict:
         "peak_rss_mb_3_models_100_connections": goal(
             result["memory"]["peak_rss_mb"], 350, at_most=True
         ),
+        "worst_case_images_peak_rss_rise_mb": goal(
+            result["worst_case_images"]["admitted_8"]["peak_rss_rise_mb"], 150, at_most=True
+        ),
         "start_to_readyz_s": goal(result["startup"]["start_to_readyz_s"], 3.0, at_most=True),
         "first_prediction_never_loaded_s": goal(
             result["startup"]["first_prediction_never_loaded_s"], 2.0, at_most=True
@@ -820,6 +884,8 @@ def run(folder: Path, stack: contextlib.ExitStack) -> dict:
     result["registration"][NEVER_LOADED] = registration
     result["startup"] = startup
     result["memory"]["after_all_load_phases"] = proc_memory(server.process.pid)
+    # After the reading above: it resets the server's peak.
+    result["worst_case_images"] = measure_worst_case_images(server, photos[0], digit)
     server.stop()
 
     result["original"] = measure_original(folder, env, bucket, specs["mnv2-a"], photos, stack)

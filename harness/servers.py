@@ -353,7 +353,7 @@ class DaphneServer:
     def start(self) -> None:
         self.log = open(self.log_path, "wb")  # closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+            [sys.executable, "-m", "modelserver.serve", "-b", "127.0.0.1", "-p", str(self.port),
              *self.extra_args, self.application],
             cwd=PROJECT_DIR, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -147,6 +147,11 @@ MODEL_CHECK_TIMEOUT = env.int("MODEL_CHECK_TIMEOUT", default=300)
 MODEL_CHECK_MEMORY_BYTES = env.int("MODEL_CHECK_MEMORY_BYTES", default=2 * 1024**3)
 # A `.keras` archive that unpacks to more than this is refused before anything reads it.
 MODEL_MAX_UNPACKED_BYTES = env.int("MODEL_MAX_UNPACKED_BYTES", default=1024**3)
+# Every server process (daphne, the worker, manage.py) makes itself not dumpable at start
+# (`predictions.apps`): no core dumps, and no process of the same user, a model check's child
+# among them, may read its /proc/<pid>/environ or memory or ptrace it. True lets profilers
+# and debuggers (py-spy, gdb) attach as that user.
+PROCESS_DUMPABLE = env.bool("PROCESS_DUMPABLE", default=False)
 # Loaded models per process: least recently used ones are unloaded past this many bytes of
 # model artifacts (a LiteRT model's resident memory is close to its file size).
 MODEL_CACHE_BYTES = env.int("MODEL_CACHE_BYTES", default=200 * 1024 * 1024)
@@ -161,8 +166,22 @@ LITERT_THREADS = env.int("LITERT_THREADS", default=2)
 MAX_PENDING_FRAMES = env.int("MAX_PENDING_FRAMES", default=8)
 # Per connection, on average (bursts of two seconds' worth pass); 0 turns the limit off.
 MAX_FRAMES_PER_SECOND = env.float("MAX_FRAMES_PER_SECOND", default=100)
+# Process-wide limits: past them a WebSocket closes with 4013, a frame is answered `busy` and an
+# HTTP predict 429. Frames queued for the decode pool or in it: 128 a thread is above the 200
+# clients with a frame each of `make soak`, and about 1.5 s of work at the rate two threads
+# drain it here (~175 frames/s), where 1000 sockets x MAX_PENDING_FRAMES would be 45 s.
+INFERENCE_QUEUE_FRAMES = env.int("INFERENCE_QUEUE_FRAMES", default=128 * INFERENCE_THREADS)
+# Prepared inputs waiting for each loaded model: eight full batches.
+BATCH_QUEUE_FRAMES = env.int("BATCH_QUEUE_FRAMES", default=8 * MAX_BATCH_SIZE)
+# An idle WebSocket costs the process about 45 kB (README, "Limits": 1000 are about 45 MB).
+MAX_CONNECTIONS = env.int("MAX_CONNECTIONS", default=1000)
 MAX_IMAGE_BYTES = env.int("MAX_IMAGE_BYTES", default=8 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env.int("MAX_IMAGE_PIXELS", default=25_000_000)
+# Bytes of images being decoded and preprocessed at once in the process (frames wait in the pool
+# for room; one that alone would take more is `too_large`). 128 MiB admits the costliest image
+# the default limits allow a PNG (25 MP RGBA, 95 MiB decoded) and keeps a burst of them under
+# 150 MB of the process's memory (README, "Hostile input").
+DECODE_BUDGET_BYTES = env.int("DECODE_BUDGET_BYTES", default=128 * 1024 * 1024)
 # A bare echo WebSocket at /ws/echo/, the floor of the transport for `make bench`.
 ECHO_WEBSOCKET = env.bool("ECHO_WEBSOCKET", default=False)
 # Raw request bodies (HTTP predict) may be an image of up to MAX_IMAGE_BYTES, base64-encoded.

@@ -147,6 +147,7 @@ class ProjectAdmin(ReapOnView, admin.ModelAdmin):
     list_display = ["slug", "name", "is_public", "active_version", "demo_link"]
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = [
+        "token_state",
         "active_version",
         "activate_when_ready",
         "demo_link",
@@ -154,9 +155,16 @@ class ProjectAdmin(ReapOnView, admin.ModelAdmin):
         "updated_at",
     ]
     inlines = [VersionInline]
+    actions = ["rotate_tokens"]
 
     class Media:
         js = ["predictions/admin_status.js"]
+
+    @admin.display(description="token")
+    def token_state(self, project):
+        if project.token_hash:
+            return "Set (only its hash is kept). Lost it? Use the action “Rotate the token”."
+        return "None yet: one is made when the project is saved."
 
     @admin.display(description="demo")
     def demo_link(self, project):
@@ -166,6 +174,32 @@ class ProjectAdmin(ReapOnView, admin.ModelAdmin):
         # page of a private project asks for it).
         url = reverse("project-demo", args=[project.slug])
         return format_html('<a href="{}">try it</a>', url)
+
+    def save_model(self, request, obj, form, change):
+        """Save through the service, so open sockets whose token or origin no longer pass are
+        closed; a project without a token gets one, shown this once."""
+        new_token = None if obj.token_hash else obj.rotate_token()
+        previous_slug = form.initial.get("slug") if change else None
+        services.project_save(project=obj, previous_slug=previous_slug)
+        if new_token:
+            self._show_token_once(request, obj, new_token)
+
+    @admin.action(
+        description="Rotate the token of the selected projects (closes their private sockets)",
+        permissions=["change"],
+    )
+    def rotate_tokens(self, request, queryset):
+        for project in queryset:
+            token = services.project_rotate_token(project=project)
+            self._show_token_once(request, project, token)
+
+    def _show_token_once(self, request, project, token: str) -> None:
+        self.message_user(
+            request,
+            f"The token of “{project.slug}” is {token} — copy it now: only its hash is kept, "
+            "so it is not shown again. Clients send it as ?token= or 'Authorization: Bearer'.",
+            messages.WARNING,
+        )
 
 
 @admin.register(ModelVersion)

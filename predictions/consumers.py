@@ -11,12 +11,13 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from . import metrics, selectors, serving, shutdown, swaps
-from .inference.errors import BUSY, error_reply
+from .inference.errors import BUSY, Busy, error_reply
 from .origins import origin_allowed
 from .services import project_group_name
 
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_TRY_LATER = 4013  # the process holds MAX_CONNECTIONS sockets (autobahn sends 1000, 3000-4999)
 
 
 class ProjectConsumer(AsyncWebsocketConsumer):
@@ -29,7 +30,8 @@ class ProjectConsumer(AsyncWebsocketConsumer):
     connect (`announce_ready`), on a refusal (`refuse`) and on a swap (`announce_swap`).
     `receive` never waits for inference: it queues the job and returns, so the number of
     frames waiting per connection stays bounded (`MAX_PENDING_FRAMES`, `busy` beyond) even
-    though daphne would buffer every incoming frame.
+    though daphne would buffer every incoming frame; so does the process's (the pool's and
+    batchers' queues). A process holding `MAX_CONNECTIONS` sockets closes new ones with 4013.
     """
 
     project: selectors.ProjectInfo | None = None
@@ -46,8 +48,14 @@ class ProjectConsumer(AsyncWebsocketConsumer):
         """What the client hears when another version of its project goes into service."""
 
     async def refuse(self, code: int) -> None:
-        """Close an accepted connection (CLOSE_NOT_FOUND or CLOSE_FORBIDDEN)."""
+        """Close an accepted connection (CLOSE_NOT_FOUND, CLOSE_FORBIDDEN or CLOSE_TRY_LATER)."""
         await self.close(code=code)
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # also when connect() raised, or daphne cancelled the consumer
+            CONNECTIONS.let_go(self)
 
     async def connect(self):
         self.group = None
@@ -55,6 +63,12 @@ class ProjectConsumer(AsyncWebsocketConsumer):
         self.rate = RateLimit(settings.MAX_FRAMES_PER_SECOND)
         self.replies: asyncio.Queue = asyncio.Queue()
         self.sender: asyncio.Task | None = None
+        # Counted before anything is awaited, so the limit holds however many handshakes come
+        # at once; refused sockets count too until they are gone.
+        if not CONNECTIONS.let_in(self):
+            await self.accept()
+            await self.refuse(CLOSE_TRY_LATER)
+            return
 
         self.slug = await self.project_slug()
         project = None
@@ -84,6 +98,7 @@ class ProjectConsumer(AsyncWebsocketConsumer):
         await self.announce_ready()
 
     async def disconnect(self, code):
+        CONNECTIONS.let_go(self)
         shutdown.forget(self)
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -119,9 +134,24 @@ class ProjectConsumer(AsyncWebsocketConsumer):
 
     async def model_changed(self, event):
         """A version was activated (in any process): serve it and tell the client."""
+        await self._follow_project()
+
+    async def project_changed(self, event):
+        """The project was saved (token, origins, privacy...): a socket that would no longer
+        be let in is closed (4403)."""
+        await self._follow_project()
+
+    async def _follow_project(self) -> None:
+        if self.project is None:  # not accepted (or refused and closing): hears nothing
+            return
         project = await database_sync_to_async(selectors.project_get_info)(slug=self.slug)
         if project is None:
-            await self.close(code=CLOSE_NOT_FOUND)
+            self.project = None
+            await self.refuse(CLOSE_NOT_FOUND)
+            return
+        if not _still_allowed(self.scope, project):
+            self.project = None
+            await self.refuse(CLOSE_FORBIDDEN)
             return
         unchanged = _version_id(project) == _version_id(self.project)
         self.project = project
@@ -179,18 +209,46 @@ class PredictionConsumer(ProjectConsumer):
             frame_id = self.binary_frames
             self.binary_frames += 1
         message = self.busy_message()
-        if message:
-            if bytes_data is None:
-                frame_id = _text_frame_id(text_data)
-            self.queue_reply(error_reply(frame_id, BUSY, message), busy=True)
-            return
-        if bytes_data is not None:
-            answer = serving.answer_binary(
-                bytes_data, frame_id=frame_id, project=self.project, received=received
-            )
-        else:
-            answer = serving.answer_text(text_data, project=self.project, received=received)
-        self.queue_answer(answer)
+        if not message:
+            try:
+                if bytes_data is not None:
+                    answer = serving.answer_binary(
+                        bytes_data, frame_id=frame_id, project=self.project, received=received
+                    )
+                else:
+                    answer = serving.answer_text(text_data, project=self.project, received=received)
+            except Busy as exc:  # the process has as much waiting work as it takes
+                message = exc.message
+            else:
+                self.queue_answer(answer)
+                return
+        if bytes_data is None:
+            frame_id = _text_frame_id(text_data)
+        self.queue_reply(error_reply(frame_id, BUSY, message), busy=True)
+
+
+class ConnectionLimit:
+    """The WebSockets this process holds, against MAX_CONNECTIONS: a consumer is let in first
+    thing in `connect()` and let go in `disconnect()` or when it ends any other way (letting go
+    twice does nothing). Used on the event loop only."""
+
+    def __init__(self):
+        self._held: set[ProjectConsumer] = set()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def let_in(self, consumer: ProjectConsumer) -> bool:
+        if len(self._held) >= settings.MAX_CONNECTIONS:
+            return False
+        self._held.add(consumer)
+        return True
+
+    def let_go(self, consumer: ProjectConsumer) -> None:
+        self._held.discard(consumer)
+
+
+CONNECTIONS = ConnectionLimit()
 
 
 class RateLimit:
@@ -214,6 +272,14 @@ class RateLimit:
             return False
         self.tokens -= 1
         return True
+
+
+def _still_allowed(scope, project: selectors.ProjectInfo) -> bool:
+    """The connect-time checks, again, against the project as it is now."""
+    origin = _header(scope, b"origin")
+    return origin_allowed(origin, project_origins=project.allowed_origins) and (
+        project.token_matches(_query_token(scope))
+    )
 
 
 def _version_id(project: selectors.ProjectInfo | None) -> int | None:

@@ -9,8 +9,8 @@ import numpy as np
 from channels.db import database_sync_to_async
 
 from . import selectors, serving
-from .consumers import CLOSE_FORBIDDEN, ProjectConsumer
-from .inference.errors import PredictionError
+from .consumers import CLOSE_FORBIDDEN, CLOSE_TRY_LATER, ProjectConsumer
+from .inference.errors import BUSY, PredictionError
 from .inference.frames import parse_pixels_array
 
 BINARY_REFUSED = (
@@ -42,6 +42,8 @@ class LegacyPredictionConsumer(ProjectConsumer):
         """Say why in the original protocol's words, then close with the code."""
         if code == CLOSE_FORBIDDEN:
             self.refusal = "This project is private: send its token as ?token=."
+        elif code == CLOSE_TRY_LATER:
+            self.refusal = "busy: the server holds as many connections as it takes; try later."
         await self.send(text_data=json.dumps({"error": self.refusal}))
         await self.close(code=code)
 
@@ -64,5 +66,5 @@ class LegacyPredictionConsumer(ProjectConsumer):
         try:
             output = await serving.answer_outputs(parse, project=project, received=received)
         except PredictionError as exc:
-            return {"error": exc.message}
+            return {"error": f"busy: {exc.message}" if exc.code == BUSY else exc.message}
         return np.ravel(output).tolist()

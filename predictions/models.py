@@ -1,5 +1,6 @@
 """Projects and the model versions registered for them."""
 
+import hashlib
 import secrets
 from urllib.parse import urlsplit
 
@@ -8,6 +9,7 @@ from django.core.files.storage import storages
 from django.db import models
 
 from .formats import ModelFormat
+from .inference import spec
 
 
 def model_storage():
@@ -33,6 +35,12 @@ def new_project_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+def hash_token(token: str) -> str:
+    """A token's SHA-256, hex: what the database keeps. Tokens are 192 random bits, so a plain
+    hash is enough (no salt or stretching: nothing to guess)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class Project(models.Model):
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
@@ -41,10 +49,12 @@ class Project(models.Model):
         default=True,
         help_text="Public projects answer anyone; the others ask for their token.",
     )
-    token = models.CharField(
+    token_hash = models.CharField(
         max_length=64,
-        default=new_project_token,
-        help_text="Clients of a private project send it as ?token= or 'Authorization: Bearer'.",
+        blank=True,
+        editable=False,
+        help_text="SHA-256 of the token clients of a private project send (?token= or "
+        "'Authorization: Bearer'); the token itself is shown once, when set.",
     )
     allowed_origins = models.TextField(
         blank=True,
@@ -77,6 +87,13 @@ class Project(models.Model):
     def __str__(self) -> str:
         return self.name or self.slug
 
+    def rotate_token(self) -> str:
+        """Give the project a new token (saved by the caller) and return it: the only time
+        it is seen, since only its hash is kept."""
+        token = new_project_token()
+        self.token_hash = hash_token(token)
+        return token
+
 
 class ModelVersion(models.Model):
     class Source(models.TextChoices):
@@ -89,13 +106,9 @@ class ModelVersion(models.Model):
         READY = "ready", "ready"
         FAILED = "failed", "failed"
 
-    class Runtime(models.TextChoices):
-        LITERT = "litert", "LiteRT (compiled)"
-        KERAS = "keras", "Keras (compiled call; did not convert to LiteRT)"
-
-    class Resize(models.TextChoices):
-        STRETCH = "stretch", "resize the whole image to the model's input"
-        FIT_INK = "fit_ink", "crop to the ink, centre it, then resize (drawings)"
+    # Shared with the serving path, which reads them off a ModelSpec.
+    Runtime = spec.Runtime
+    Resize = spec.Resize
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()

@@ -7,7 +7,7 @@ from datetime import datetime
 from django.db.models import Q
 
 from .inference.spec import ModelSpec
-from .models import ModelVersion, Project
+from .models import ModelVersion, Project, hash_token
 from .origins import normalise
 
 
@@ -17,16 +17,19 @@ class ProjectInfo:
     name: str
     description: str
     is_public: bool
-    token: str
+    token_hash: str
     model: ModelSpec | None
     allowed_origins: tuple[str, ...] = ()
     updated_at: datetime | None = None
 
     def token_matches(self, token: str | None) -> bool:
-        """Public projects take anyone; private ones need their exact token."""
+        """Public projects take anyone; private ones need the token whose hash they keep
+        (none matches while a private project has no token set)."""
         if self.is_public:
             return True
-        return bool(token) and secrets.compare_digest(token.encode(), self.token.encode())
+        if not token or not self.token_hash:
+            return False
+        return secrets.compare_digest(hash_token(token).encode(), self.token_hash.encode())
 
     def as_json(self) -> dict:
         return {
@@ -62,7 +65,7 @@ def project_info(project: Project) -> ProjectInfo:
         name=project.name,
         description=project.description,
         is_public=project.is_public,
-        token=project.token,
+        token_hash=project.token_hash,
         model=version_spec(version) if version else None,
         allowed_origins=tuple(normalise(origin) for origin in project.allowed_origins.split()),
         updated_at=project.updated_at,

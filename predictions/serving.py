@@ -2,7 +2,8 @@
 
 A frame is parsed, decoded and preprocessed in the thread pool (never on the event loop), then
 handed to its model's batcher, which runs the model on batches gathered across every connection
-of the process; the reply is built when the batch comes back.
+of the process; the reply is built when the batch comes back. Both queues are bounded (`Busy`
+beyond), and a frame whose client stopped waiting is dropped from whichever it is in.
 """
 
 import asyncio
@@ -10,18 +11,18 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
 
 from . import metrics
+from .inference.batching import BatcherClosed, BatcherFull
 from .inference.cache import ModelCache
 from .inference.errors import (
-    BAD_REQUEST,
     MODEL_UNAVAILABLE,
-    TOO_LARGE,
+    Busy,
     ModelUnavailable,
     PredictionError,
     error_reply,
@@ -35,7 +36,7 @@ from .inference.pipeline import (
     prepare_frame,
 )
 from .inference.runtime import LiteRTRuntime
-from .inference.spec import ModelSpec
+from .inference.spec import ModelSpec, Runtime
 from .selectors import ProjectInfo
 from .storage import file_cache
 
@@ -46,7 +47,7 @@ LEGACY_WEBSOCKET = "legacy_websocket"
 
 _guard = threading.Lock()
 _model_cache: ModelCache | None = None
-_executor: ThreadPoolExecutor | None = None
+_pool: "FramePool | None" = None
 
 
 def model_cache() -> ModelCache:
@@ -58,48 +59,87 @@ def model_cache() -> ModelCache:
                 load=load_runtime,
                 max_batch_size=settings.MAX_BATCH_SIZE,
                 max_wait_ms=settings.MAX_BATCH_WAIT_MS,
+                max_queue=settings.BATCH_QUEUE_FRAMES,
             )
         return _model_cache
 
 
 def load_runtime(spec: ModelSpec) -> tuple[object, int]:
     """Fetch a version's artifact (hash-checked) and load it; returns (runtime, bytes on disk)."""
-    if spec.runtime == "litert" and spec.compiled_file:
-        # A converted version's artifact, or a `.tflite` source stored as its own artifact.
-        path = file_cache().fetch(
-            name=spec.compiled_file, sha256=spec.compiled_sha256, suffix=".tflite"
+    if spec.runtime != Runtime.LITERT or not spec.compiled_file:
+        # Keras is never run here: it would put TensorFlow, and an uploaded file's code paths,
+        # in the process that holds every secret (versions checked before LiteRT-only serving).
+        raise ModelUnavailable(
+            f"Version {spec.number} did not convert to LiteRT, and this server serves LiteRT "
+            "only: register the model again as a file that converts."
         )
-        runtime = LiteRTRuntime(str(path), threads=settings.LITERT_THREADS)
-    else:
-        from .formats import ModelFormat
-
-        # Keras picks its loader by the file's suffix (`.keras` or `.h5`).
-        suffix = ModelFormat(spec.format).suffix
-        path = file_cache().fetch(name=spec.file_name, sha256=spec.sha256, suffix=suffix)
-        # Only versions that did not convert to LiteRT bring TensorFlow into this process.
-        from .inference.runtime import KerasRuntime
-
-        runtime = KerasRuntime(str(path))
+    # A converted version's artifact, or a `.tflite` source stored as its own artifact.
+    path = file_cache().fetch(
+        name=spec.compiled_file, sha256=spec.compiled_sha256, suffix=".tflite"
+    )
+    runtime = LiteRTRuntime(str(path), threads=settings.LITERT_THREADS)
     metrics.MODEL_LOADS.inc()
     return runtime, path.stat().st_size
 
 
-def inference_executor() -> ThreadPoolExecutor:
-    global _executor
+class FramePool:
+    """The decode-and-preprocess thread pool behind a bounded queue.
+
+    `submit` takes a frame's job while fewer than `max_frames` frames are queued or being
+    worked on, and raises `Busy` at once otherwise; a frame's slot is free again when its job
+    ends or is cancelled before it starts. `run` takes the server's own jobs (model loads),
+    which are few and not bounded.
+    """
+
+    def __init__(self, *, threads: int, max_frames: int):
+        self.max_frames = max_frames
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference")
+        self._lock = threading.Lock()
+        self._frames = 0
+
+    @property
+    def frames(self) -> int:
+        """Frames queued or being worked on."""
+        with self._lock:
+            return self._frames
+
+    def submit(self, func: Callable, /, *args) -> Future:
+        with self._lock:
+            if self._frames >= self.max_frames:
+                raise Busy(
+                    f"The server has as many frames waiting as it takes ({self._frames}); "
+                    "send this one again shortly."
+                )
+            self._frames += 1
+        try:
+            job = self._executor.submit(func, *args)
+        except BaseException:
+            self._free()
+            raise
+        job.add_done_callback(self._free)
+        return job
+
+    def run(self, func: Callable, /, *args) -> Future:
+        return self._executor.submit(func, *args)
+
+    def _free(self, _job: Future | None = None) -> None:
+        with self._lock:
+            self._frames -= 1
+
+
+def inference_pool() -> FramePool:
+    global _pool
     with _guard:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(
-                max_workers=settings.INFERENCE_THREADS, thread_name_prefix="inference"
+        if _pool is None:
+            _pool = FramePool(
+                threads=settings.INFERENCE_THREADS, max_frames=settings.INFERENCE_QUEUE_FRAMES
             )
-        return _executor
+        return _pool
 
 
 async def run_in_inference_pool(func, /, *args, **kwargs):
-    """Run a blocking call (parsing, decoding, loading a model) in the dedicated pool."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        inference_executor(), functools.partial(func, *args, **kwargs)
-    )
+    """Run a blocking call of the server's own (loading a model) in the pool, unbounded."""
+    return await asyncio.wrap_future(inference_pool().run(functools.partial(func, *args, **kwargs)))
 
 
 def preload(spec: ModelSpec | None) -> None:
@@ -114,73 +154,50 @@ def preload(spec: ModelSpec | None) -> None:
 
 def limits() -> Limits:
     return Limits(
-        max_image_bytes=settings.MAX_IMAGE_BYTES, max_image_pixels=settings.MAX_IMAGE_PIXELS
+        max_image_bytes=settings.MAX_IMAGE_BYTES,
+        max_image_pixels=settings.MAX_IMAGE_PIXELS,
+        decode_budget_bytes=settings.DECODE_BUDGET_BYTES,
     )
 
 
-async def answer_binary(
+def answer_binary(
     data: bytes, *, frame_id: int, project: ProjectInfo, received: float
-) -> dict:
-    """Answer a binary WebSocket frame (one encoded image)."""
-    return await _answer(
-        lambda: Frame(id=frame_id, image=data), frame_id, project, received, "websocket"
+) -> Coroutine[None, None, dict]:
+    """Queue a binary WebSocket frame (one encoded image); see `answer`."""
+    return answer(
+        lambda: Frame(id=frame_id, image=data),
+        frame_id=frame_id,
+        project=project,
+        received=received,
+        transport="websocket",
     )
 
 
-async def answer_text(text: str, *, project: ProjectInfo, received: float) -> dict:
-    """Answer a JSON text frame."""
+def answer_text(text: str, *, project: ProjectInfo, received: float) -> Coroutine[None, None, dict]:
+    """Queue a JSON text frame; see `answer`."""
     parse = functools.partial(parse_text_frame, text, max_image_bytes=settings.MAX_IMAGE_BYTES)
-    return await _answer(parse, None, project, received, "websocket")
+    return answer(parse, project=project, received=received, transport="websocket")
 
 
-async def answer_http(request, *, project: ProjectInfo, received: float) -> dict:
-    """Answer an HTTP predict request: raw image bytes, a multipart `image` file, or JSON."""
-    content_type = request.content_type or ""
-    if content_type == "multipart/form-data":
-        parse = functools.partial(_multipart_frame, request)
-    elif content_type in ("application/json", "text/json", "text/plain"):
-
-        def parse():
-            return parse_text_frame(_body(request), max_image_bytes=settings.MAX_IMAGE_BYTES)
-
-    elif content_type.startswith("image/") or content_type in ("application/octet-stream", ""):
-
-        def parse():
-            return Frame(id=None, image=_body(request))
-
-    else:
-        unsupported = PredictionError(
-            BAD_REQUEST,
-            f"Unsupported Content-Type {content_type!r}: send image bytes (image/*), "
-            'a multipart form with an "image" file, or a JSON object (application/json).',
-        )
-        return _error_reply(None, unsupported, project, "http")
-    return await _answer(parse, None, project, received, "http")
+def answer(
+    parse: Callable[[], Frame],
+    *,
+    project: ProjectInfo,
+    received: float,
+    transport: str,
+    frame_id=None,
+) -> Coroutine[None, None, dict]:
+    """Queue a frame in the pool (where `parse` makes it) and return the coroutine giving its
+    reply, a prediction or an error; cancelled while awaited, it drops the frame. Raises `Busy`
+    at once, before anything is parsed, when the pool holds `INFERENCE_QUEUE_FRAMES` frames."""
+    job = inference_pool().submit(_prepare, parse, project)
+    return _answer(job, frame_id, project, received, transport)
 
 
-def _multipart_frame(request) -> Frame:
-    upload = request.FILES.get("image")
-    if upload is None:
-        raise PredictionError(BAD_REQUEST, 'The form has no "image" file.')
-    if upload.size > settings.MAX_IMAGE_BYTES:
-        raise _too_large(upload.size)
-    return Frame(id=None, image=upload.read())
-
-
-def _body(request) -> bytes:
-    declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    if declared > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-        raise _too_large(declared)
-    try:
-        return request.body
-    except RequestDataTooBig:
-        raise _too_large(declared) from None
-
-
-def _too_large(size: int) -> PredictionError:
-    return PredictionError(
-        TOO_LARGE, f"The request is {size} bytes; the limit is {settings.MAX_IMAGE_BYTES} bytes."
-    )
+def refused(exc: PredictionError, *, project: ProjectInfo, transport: str, frame_id=None) -> dict:
+    """The error reply for a frame refused before it was queued (`Busy`, a body it cannot be
+    made from), counted in the metrics as any error reply."""
+    return _error_reply(frame_id, exc, project, transport)
 
 
 def _prepare(parse, project: ProjectInfo) -> tuple[PreparedFrame, Future | np.ndarray, float]:
@@ -192,6 +209,8 @@ def _prepare(parse, project: ProjectInfo) -> tuple[PreparedFrame, Future | np.nd
         if project.model is None:
             raise ModelUnavailable("The project has no active model version.")
         loaded = model_cache().get(project.model)
+        if loaded.batcher.full():  # checked before decoding: it could not be queued anyway
+            raise BatcherFull
         prepared = prepare_frame(frame, spec=project.model, limits=limits())
         started = time.perf_counter()
         try:
@@ -204,16 +223,25 @@ def _prepare(parse, project: ProjectInfo) -> tuple[PreparedFrame, Future | np.nd
     except PredictionError as exc:
         exc.frame_id = frame.id
         raise
-    except RuntimeError as exc:  # The batcher closed: the model was unloaded just now.
+    except BatcherFull:
+        busy = Busy(
+            f"Version {project.model.number} of the model has as many frames waiting as it "
+            "takes; send this one again shortly."
+        )
+        busy.frame_id = frame.id
+        raise busy from None
+    except BatcherClosed as exc:  # the model was unloaded just now
         raise PredictionError(MODEL_UNAVAILABLE, str(exc), frame_id=frame.id) from None
 
 
 async def answer_outputs(parse, *, project: ProjectInfo, received: float) -> np.ndarray:
     """The model's raw output for one frame of the original protocol: `parse` (called in the
     pool, as the new protocol parses there) returns its `pixels` Frame, which then takes the
-    path of any other frame (loaded model, batcher). Raises PredictionError."""
+    path of any other frame (bounded pool, loaded model, batcher). Raises PredictionError
+    (`Busy` when the pool is full)."""
     try:
-        prepared, output, submitted = await _infer(parse, project)
+        job = inference_pool().submit(_prepare, parse, project)
+        prepared, output, submitted = await _infer(job, project)
     except PredictionError as exc:
         metrics.observe_error(exc.code, project=project.slug, transport=LEGACY_WEBSOCKET)
         raise
@@ -227,26 +255,46 @@ async def answer_outputs(parse, *, project: ProjectInfo, received: float) -> np.
     return output
 
 
-async def _infer(parse, project: ProjectInfo) -> tuple[PreparedFrame, np.ndarray, float]:
-    """Prepare a frame in the pool and run the model on it: (prepared, output, when submitted).
-    Raises PredictionError, also for a bug (logged), which must cost one reply only."""
+async def _infer(job: Future, project: ProjectInfo) -> tuple[PreparedFrame, np.ndarray, float]:
+    """Wait for a frame's job in the pool, then for its model output: (prepared, output, when
+    submitted). Raises PredictionError, also for a bug (logged), which must cost one reply
+    only. Cancelled (the client left, or daphne answered the request already), it drops the
+    frame from whichever queue holds it."""
     try:
-        prepared, output, submitted = await run_in_inference_pool(_prepare, parse, project)
+        prepared, output, submitted = await asyncio.wrap_future(job)
         if isinstance(output, Future):
             try:
                 output = await asyncio.wrap_future(output)
             except Exception as exc:
                 raise _model_failed(exc) from None
         return prepared, output, submitted
+    except asyncio.CancelledError:
+        _drop(job)
+        raise
     except PredictionError:
         raise
     except Exception:
         raise _server_failed(project) from None
 
 
-async def _answer(parse, frame_id, project: ProjectInfo, received: float, transport: str) -> dict:
+def _drop(job: Future) -> None:
+    """Drop a frame nobody waits for: from the pool's queue, or, when its job already runs,
+    from its batcher's queue once the job hands it there (a batch skips cancelled inputs)."""
+    if not job.cancel():
+        job.add_done_callback(_cancel_output)
+
+
+def _cancel_output(job: Future) -> None:
+    if job.cancelled() or job.exception() is not None:
+        return
+    output = job.result()[1]
+    if isinstance(output, Future):
+        output.cancel()
+
+
+async def _answer(job: Future, frame_id, project: ProjectInfo, received: float, transport: str):
     try:
-        prepared, output, submitted = await _infer(parse, project)
+        prepared, output, submitted = await _infer(job, project)
         finished = time.perf_counter()
         reply = prediction_reply(
             prepared,

@@ -1,5 +1,6 @@
 """Test helpers: small trained models, images, and real servers (SeaweedFS S3, daphne)."""
 
+import hashlib
 import io
 import shutil
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
 class TrainedModels:
     colors: Path  # 16x16x3 -> red / green / blue (softmax)
     lambda_model: Path  # holds a Lambda layer: Keras safe mode refuses it
+    needs_tf_ops: Path  # 8x8x1 -> 2 via CategoryEncoding: its DenseBincount is no LiteRT builtin
     two_inputs: Path  # a model this server cannot feed
     h5: Path  # an HDF5 file holding the colours model's weights only, no model
     not_a_model: Path  # a zip without a Keras config
@@ -100,6 +102,17 @@ def train_test_models(folder: Path) -> TrainedModels:
     )
     lambda_model.save(folder / "lambda.keras")
 
+    needs_tf_ops = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Rescaling(3.0),
+            keras.layers.Flatten(),
+            keras.layers.CategoryEncoding(num_tokens=4, output_mode="count"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    needs_tf_ops.save(folder / "needs-tf-ops.keras")
+
     first, second = keras.Input((4, 4, 1)), keras.Input((4, 4, 1))
     joined = keras.layers.Flatten()(keras.layers.Add()([first, second]))
     keras.Model([first, second], joined).save(folder / "two-inputs.keras")
@@ -117,6 +130,7 @@ def train_test_models(folder: Path) -> TrainedModels:
     return TrainedModels(
         colors=folder / "colors.keras",
         lambda_model=folder / "lambda.keras",
+        needs_tf_ops=folder / "needs-tf-ops.keras",
         two_inputs=folder / "two-inputs.keras",
         h5=h5,
         not_a_model=not_a_model,
@@ -226,6 +240,16 @@ def _tflite_files(folder: Path, colors) -> dict[str, Path]:
 # --- Registering in this process ----------------------------------------------------------------
 
 
+# The token of the private projects tests make (the database keeps its hash only).
+SECRET_TOKEN = "s3cret-token"
+SECRET_TOKEN_HASH = hashlib.sha256(SECRET_TOKEN.encode()).hexdigest()
+# For a `manage.py shell -c` line that makes the project `secret` private with that token.
+MAKE_SECRET_PRIVATE = (
+    "from predictions.models import Project; "
+    f"Project.objects.filter(slug='secret').update(is_public=False, token_hash='{SECRET_TOKEN_HASH}')"
+)
+
+
 def register(project, path: Path, *, labels=COLOR_LABELS, activate=True, is_public=True, **options):
     """Register a model file for a project (a Project, or a slug created on first use), checked
     at once in a child process as `register_model` does without --no-wait."""
@@ -234,7 +258,8 @@ def register(project, path: Path, *, labels=COLOR_LABELS, activate=True, is_publ
 
     if isinstance(project, str):
         project, _ = Project.objects.get_or_create(
-            slug=project, defaults={"name": project, "is_public": is_public}
+            slug=project,
+            defaults={"name": project, "is_public": is_public, "token_hash": SECRET_TOKEN_HASH},
         )
     with open(path, "rb") as upload:
         return services.version_register(

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from predictions import services, tasks
-from predictions.models import ModelVersion, Project, model_storage
+from predictions.models import ModelVersion, Project, hash_token, model_storage
 from predictions.storage import file_cache
 from tests.support import COLOR_LABELS, register
 
@@ -373,7 +373,9 @@ def test_revalidate_action_marks_a_changed_file_failed(admin_client, project, tr
 
 def test_project_changelist_links_to_the_demo(admin_client, project, trained):
     register(project, trained.colors)
-    secret = Project.objects.create(slug="secret", name="Secret", is_public=False)
+    secret = Project(slug="secret", name="Secret", is_public=False)
+    token = secret.rotate_token()
+    secret.save()
 
     response = admin_client.get(PROJECT_LIST)
 
@@ -381,7 +383,7 @@ def test_project_changelist_links_to_the_demo(admin_client, project, trained):
     text = response.content.decode()
     assert '<a href="/projects/colors/">try it</a>' in text
     assert '<a href="/projects/secret/">try it</a>' in text
-    assert secret.token not in text
+    assert token not in text and secret.token_hash not in text
     assert "colors v1" in text  # the active version column
 
 
@@ -495,3 +497,60 @@ def test_the_activate_permission_is_enough_to_activate(client, project, trained)
     assert "Colors v2 is now in service." in response.content.decode()
     project.refresh_from_db()
     assert project.active_version == second
+
+
+# --- Tokens ------------------------------------------------------------------------------------
+
+
+def shown_token(text: str, slug: str) -> str:
+    return re.search(rf"The token of “{slug}” is ([\w-]+) —", text).group(1)
+
+
+def test_a_new_project_gets_a_token_shown_once(admin_client):
+    response = admin_client.post(
+        f"{PROJECT_LIST}add/",
+        {
+            "slug": "vault",
+            "name": "Vault",
+            "description": "",
+            "allowed_origins": "",
+            "versions-TOTAL_FORMS": "0",
+            "versions-INITIAL_FORMS": "0",
+        },
+        follow=True,
+    )
+
+    token = shown_token(response.content.decode(), "vault")
+    project = Project.objects.get(slug="vault")
+    assert project.token_hash == hash_token(token)
+    again = admin_client.get(f"{PROJECT_LIST}{project.pk}/change/").content.decode()
+    assert token not in again and "only its hash is kept" in again
+
+
+def test_rotating_a_token_needs_the_change_permission(client, project):
+    before = project.rotate_token()
+    project.save()
+    viewer = staff_client(client, "view_project")
+
+    listing = viewer.get(PROJECT_LIST).content.decode()
+    assert 'value="rotate_tokens"' not in listing
+    response = viewer.post(
+        PROJECT_LIST, {"action": "rotate_tokens", "_selected_action": [project.pk]}
+    )
+
+    assert response.status_code == 200  # a page, not a 403, and nothing rotated
+    project.refresh_from_db()
+    assert project.token_hash == hash_token(before)
+
+
+def test_rotating_a_token_replaces_the_hash_and_shows_the_new_token(admin_client, project):
+    before = project.rotate_token()
+    project.save()
+
+    response = admin_client.post(
+        PROJECT_LIST, {"action": "rotate_tokens", "_selected_action": [project.pk]}, follow=True
+    )
+
+    token = shown_token(response.content.decode(), project.slug)
+    project.refresh_from_db()
+    assert token != before and project.token_hash == hash_token(token)

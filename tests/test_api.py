@@ -7,14 +7,16 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from predictions.models import Project
 from tests import support
-from tests.support import COLOR_LABELS, encode, solid_image
+from tests.support import COLOR_LABELS, SECRET_TOKEN, encode, solid_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PREDICT = "/api/projects/{}/predict"
 
 
 def register(slug, path, *, is_public=True):
-    project = Project.objects.create(slug=slug, name=slug.title(), is_public=is_public)
+    project = Project.objects.create(
+        slug=slug, name=slug.title(), is_public=is_public, token_hash=support.SECRET_TOKEN_HASH
+    )
     support.register(project, path)
     return project
 
@@ -107,10 +109,10 @@ async def test_private_project_takes_its_token_in_query_or_header(async_client, 
     assert (await async_client.post(url, png, content_type="image/png")).status_code == 403
     wrong = await async_client.post(f"{url}?token=wrong", png, content_type="image/png")
     assert wrong.status_code == 403
-    by_query = await async_client.post(f"{url}?token={secret.token}", png, content_type="image/png")
+    by_query = await async_client.post(f"{url}?token={SECRET_TOKEN}", png, content_type="image/png")
     assert by_query.status_code == 200
     by_header = await async_client.post(
-        url, png, content_type="image/png", headers={"Authorization": f"Bearer {secret.token}"}
+        url, png, content_type="image/png", headers={"Authorization": f"Bearer {SECRET_TOKEN}"}
     )
     assert by_header.status_code == 200
 
@@ -131,7 +133,7 @@ async def test_project_detail(async_client, colors, secret):
     detail = (await async_client.get("/api/projects/colors/")).json()
     assert (detail["slug"], detail["name"], detail["model"]["version"]) == ("colors", "Colors", 1)
     assert (await async_client.get("/api/projects/secret/")).status_code == 403
-    allowed = await async_client.get(f"/api/projects/secret/?token={secret.token}")
+    allowed = await async_client.get(f"/api/projects/secret/?token={SECRET_TOKEN}")
     assert allowed.status_code == 200
 
 

@@ -15,7 +15,7 @@ from tests.support import COLOR_LABELS, COLORS, encode, solid_image
 
 pytestmark = pytest.mark.skipif(bool(browser.missing()), reason=browser.missing() or "")
 
-TOKEN = "page-token-1234"
+TOKEN = support.SECRET_TOKEN
 ADMIN = ("admin", "admin-password-1")
 OTHER_HOSTS = ("allowed.test", "refused.test")
 WAIT_MS = 30_000
@@ -52,7 +52,7 @@ def site(tmp_path_factory, s3_server, trained, digits_model_path):
         )  # fmt: skip
         script = (
             "from predictions.models import Project;"
-            f"Project.objects.filter(slug='secret').update(is_public=False, token='{TOKEN}');"
+            f"Project.objects.filter(slug='secret').update(is_public=False, token_hash='{support.SECRET_TOKEN_HASH}');"
             "Project.objects.filter(slug='colors').update("
             f"allowed_origins='http://allowed.test:{other_port}')"
         )

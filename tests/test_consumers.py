@@ -12,7 +12,7 @@ from PIL import Image
 from modelserver.asgi import application
 from predictions.models import Project
 from tests import support
-from tests.support import COLOR_LABELS, COLORS, encode, solid_image
+from tests.support import COLOR_LABELS, COLORS, SECRET_TOKEN, encode, solid_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
 TIMEOUT = 30
@@ -179,7 +179,7 @@ async def test_unknown_project_is_closed_with_4404(db):
 
 
 async def test_private_project_needs_its_token(trained):
-    project = await database_sync_to_async(register)("secret", trained.colors, is_public=False)
+    await database_sync_to_async(register)("secret", trained.colors, is_public=False)
 
     refused = WebsocketCommunicator(application, "/ws/projects/secret/?token=wrong")
     await refused.connect(timeout=TIMEOUT)
@@ -188,7 +188,7 @@ async def test_private_project_needs_its_token(trained):
         "code": 4403,
     }
 
-    allowed = await connect(f"/ws/projects/secret/?token={project.token}")
+    allowed = await connect(f"/ws/projects/secret/?token={SECRET_TOKEN}")
     try:
         assert (await receive(allowed))["type"] == "ready"
     finally:

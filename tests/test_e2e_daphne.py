@@ -80,12 +80,12 @@ def live(tmp_path_factory, s3_server, trained):
         script = (
             "from predictions.models import Project;"
             "Project.objects.create(slug='empty', name='Empty');"
-            "Project.objects.filter(slug='secret').update(is_public=False, token='s3cret-token')"
+            f"{support.MAKE_SECRET_PRIVATE}"
         )
         support.manage("shell", "-c", script, env=env)
         server = support.DaphneServer(env, folder / "daphne.log")
         with support.running(server):
-            yield Live(server, env, "s3cret-token")
+            yield Live(server, env, support.SECRET_TOKEN)
 
 
 def receive(socket):

@@ -162,3 +162,25 @@ def test_weights_that_reach_outside_the_file_are_refused(trained, tmp_path, kind
     )
     with pytest.raises(ModelValidationError, match="outside the model file"):
         keras_archive.vet(path)
+
+
+def test_the_server_reads_the_directory_only(trained, tmp_path):
+    """`inspect`, the server's own look, reads no member: a hostile config passes it, and the
+    child's `vet` refuses it."""
+    layer, reason = MALICIOUS_LAYERS["foreign-module"]
+    path = rewrite(
+        trained.colors, tmp_path / "bad.keras", config=with_layer(colors_config(trained), layer)
+    )
+
+    keras_archive.inspect(path)
+    with pytest.raises(ModelValidationError, match=reason):
+        keras_archive.vet(path)
+
+
+def test_a_member_that_unpacks_far_beyond_its_size_is_refused(trained, tmp_path):
+    path = rewrite(trained.colors, tmp_path / "bomb.keras")
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("assets/zeros.bin", bytes(8 << 20), compress_type=zipfile.ZIP_DEFLATED)
+
+    with pytest.raises(ModelValidationError, match="more than 100 times, refused"):
+        keras_archive.inspect(path)

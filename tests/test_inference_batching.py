@@ -8,7 +8,7 @@ from concurrent.futures import CancelledError
 import numpy as np
 import pytest
 
-from predictions.inference.batching import Batcher
+from predictions.inference.batching import Batcher, BatcherClosed, BatcherFull
 
 TIMEOUT = 10  # Seconds; only reached when something hangs.
 _names = itertools.count()
@@ -243,9 +243,9 @@ def test_close_fails_queued_futures_and_stops_the_worker(make_batcher):
     closer = threading.Thread(target=batcher.close)
     closer.start()
     for future in queued:
-        with pytest.raises(RuntimeError, match="the model was unloaded"):
+        with pytest.raises(BatcherClosed, match="the model was unloaded"):
             future.result(TIMEOUT)
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(BatcherClosed, match="closed"):
         batcher.submit(example(3))
 
     predict.gate.set()
@@ -267,7 +267,7 @@ def test_close_fails_a_batch_still_being_gathered(make_batcher):
     batcher.close()
 
     assert time.monotonic() - started < 2.5
-    with pytest.raises(RuntimeError, match="the model was unloaded"):
+    with pytest.raises(BatcherClosed, match="the model was unloaded"):
         future.result(TIMEOUT)
     assert predict.sizes == []
     assert batcher_threads(batcher.name) == []
@@ -294,8 +294,63 @@ def test_close_from_a_done_callback_does_not_deadlock(make_batcher):
         time.sleep(0.01)
     assert closed_on == [f"batcher-{batcher.name}"]
     assert batcher_threads(batcher.name) == []
-    with pytest.raises(RuntimeError):
+    with pytest.raises(BatcherClosed):
         batcher.submit(example(2))
+
+
+# --- The bounded queue -------------------------------------------------------------------------
+
+
+def test_a_full_queue_refuses_more_inputs_until_the_worker_takes_them(make_batcher):
+    predict = RecordingPredict(gated=True)
+    batcher = make_batcher(predict, max_queue=2)
+    predict.hold_first_batch(batcher)  # running: no longer queued
+
+    queued = [batcher.submit(example(value)) for value in (1, 2)]
+    assert batcher.full() and batcher.queued == 2
+    with pytest.raises(BatcherFull, match="2 inputs wait"):
+        batcher.submit(example(3))
+    predict.gate.set()
+
+    assert [future.result(TIMEOUT)[0] for future in queued] == [4.0, 8.0]
+    assert not batcher.full()
+    assert batcher.submit(example(3)).result(TIMEOUT)[0] == 12.0
+    assert predict.sizes == [1, 2, 1]  # the refused input never reached the model
+
+
+def test_inputs_whose_clients_left_make_room_in_a_full_queue(make_batcher):
+    predict = RecordingPredict(gated=True)
+    batcher = make_batcher(predict, max_queue=2)
+    predict.hold_first_batch(batcher)
+
+    left, kept = batcher.submit(example(7)), batcher.submit(example(1))
+    assert left.cancel()
+    assert not batcher.full()
+    later = batcher.submit(example(2))
+    assert batcher.queued == 2
+    predict.gate.set()
+
+    assert (kept.result(TIMEOUT)[0], later.result(TIMEOUT)[0]) == (4.0, 8.0)
+    assert predict.sizes == [1, 2]
+    assert 7 not in predict.batches[1]
+
+
+def test_no_bound_by_default(make_batcher):
+    predict = RecordingPredict(gated=True)
+    batcher = make_batcher(predict)
+    predict.hold_first_batch(batcher)
+
+    futures = [batcher.submit(example(1)) for _ in range(100)]
+    assert not batcher.full()
+    predict.gate.set()
+    assert all(future.result(TIMEOUT)[0] == 4.0 for future in futures)
+
+
+def test_a_closed_batcher_refuses_with_its_own_exception(make_batcher):
+    batcher = make_batcher(RecordingPredict(), max_queue=1)
+    batcher.close()
+    with pytest.raises(BatcherClosed, match="the model was unloaded"):
+        batcher.submit(example(1))
 
 
 # --- run_now: a lone input on the caller's thread -------------------------------------------

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
+from predictions.inference import preprocess
 from predictions.inference.errors import PredictionError
 from predictions.inference.images import decode_image
 from predictions.inference.preprocess import image_to_input, pixels_to_input
@@ -309,6 +310,98 @@ def test_image_to_input_reads_a_16_bit_grayscale_png_in_its_own_range():
     np.testing.assert_allclose(array, 0.5, atol=0.01)
 
 
+# --- image_to_input on big images: a tile at a time, the same pixels ----------------------------
+
+
+def whole_image_input(image: Image.Image, spec: ModelSpec) -> np.ndarray:
+    """image_to_input as it was before tiles: convert the whole image, then one Pillow resize."""
+    height, width, channels = spec.input_shape
+    size = (width, height)
+    if spec.resize == "fit_ink":
+        factor = max(1.0, max(image.size) / preprocess.FIT_INK_MAX_SIDE)
+        size = (round(image.width / factor), round(image.height / factor))
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    if image.mode.startswith("I"):
+        image, full_scale = image.convert("F"), 65535.0
+    else:
+        image, full_scale = image.convert("L" if channels == 1 else "RGB"), 255.0
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    array = np.asarray(image, dtype=np.float32) / full_scale
+    array = array[..., np.newaxis] if array.ndim == 2 else array
+    array = np.repeat(array, channels, axis=2) if array.shape[2] != channels else array
+    if spec.resize == "fit_ink":
+        array = preprocess._fit_ink(array, height, width)
+    return preprocess._scale(array, spec.scale_min, spec.scale_max)
+
+
+def busy_image(mode: str, size) -> Image.Image:
+    """Noise (random alpha where the mode has alpha) with a dark opaque disc; 16-bit for I;16."""
+    rng = np.random.default_rng(3)
+    width, height = size
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 65536, (height, width)).astype(np.uint16))
+    image = Image.fromarray(rng.integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA")
+    ImageDraw.Draw(image).ellipse(
+        (width // 4, height // 4, width // 2, height // 2), (0, 0, 0, 255)
+    )
+    if mode in ("PA", "P+transparency"):
+        palette = image.convert("RGB").convert("P")
+        if mode == "P+transparency":
+            palette.info["transparency"] = 3
+            return palette
+        image, alpha = palette.convert("PA"), image.getchannel("A")
+        image.putalpha(alpha)  # quicker than Pillow's RGBA to PA
+        return image
+    return image.convert(mode)
+
+
+@pytest.mark.parametrize(
+    "mode", ["RGBA", "LA", "PA", "P+transparency", "RGB", "L", "CMYK", "1", "I;16"]
+)
+@pytest.mark.parametrize(
+    ("size", "spec"),
+    [
+        ((901, 613), make_spec((16, 16, 3))),
+        ((613, 901), make_spec((28, 28, 1))),
+        ((3001, 7), make_spec((8, 8, 3))),
+        ((500, 300), make_spec((100, 300, 1))),  # enlarged across, reduced down
+        ((1500, 1100), make_spec((28, 28, 1), resize="fit_ink")),
+        ((700, 1900), make_spec((16, 16, 3), resize="fit_ink")),
+    ],
+    ids=["photo", "portrait", "strip", "mixed", "drawing", "tall-drawing"],
+)
+def test_tiled_input_equals_converting_the_whole_image(monkeypatch, mode, size, spec):
+    monkeypatch.setattr(preprocess, "TILE_PIXELS", 128 * 128)
+    image = busy_image(mode, size)
+
+    np.testing.assert_array_equal(image_to_input(image, spec), whole_image_input(image, spec))
+
+
+def test_no_conversion_of_a_big_image_happens_at_full_size(monkeypatch):
+    sizes = []
+    convert, composite = Image.Image.convert, Image.alpha_composite
+
+    def spy_convert(image, *args, **kwargs):
+        sizes.append(image.width * image.height)
+        return convert(image, *args, **kwargs)
+
+    def spy_composite(under, over):
+        sizes.append(over.width * over.height)
+        return composite(under, over)
+
+    monkeypatch.setattr(Image.Image, "convert", spy_convert)
+    monkeypatch.setattr(Image, "alpha_composite", spy_composite)
+    image = Image.new("RGBA", (3000, 2000), (0, 0, 0, 0))
+
+    for spec in (make_spec((16, 16, 3)), make_spec((28, 28, 1), resize="fit_ink")):
+        sizes.clear()
+        image_to_input(image, spec)
+        assert sizes and max(sizes) <= preprocess.TILE_PIXELS
+
+
 # --- fit_ink ----------------------------------------------------------------------------------
 
 
@@ -417,6 +510,17 @@ def test_fit_ink_peak_is_the_declared_maximum(low, high):
     assert array.dtype == np.float32
     assert float(array.max()) == pytest.approx(high)
     assert float(array.min()) == pytest.approx(low)
+
+
+@pytest.mark.parametrize("size", [(3000, 2), (1, 2000)])
+def test_fit_ink_takes_a_drawing_thinner_than_a_pixel_once_fitted(size):
+    image = Image.new("L", size, 255)
+    ImageDraw.Draw(image).line((0, 0, *size), fill=0)
+
+    array = image_to_input(image, make_spec((8, 8, 1), resize="fit_ink"))
+
+    assert array.shape == (8, 8, 1)
+    assert array.max() == 1.0
 
 
 def test_fit_ink_with_three_channels_repeats_the_ink():

@@ -19,7 +19,7 @@ from tests import support
 
 TIMEOUT = 60
 LABELS = [str(digit) for digit in range(10)]
-TOKEN = "s3cret-token"
+TOKEN = support.SECRET_TOKEN
 S3_KEY = "team/models/mnist_model.keras"
 FRAMES_PER_SECOND = 20  # the server's rate limit here: bursts of 40 frames
 
@@ -108,7 +108,7 @@ def live(tmp_path_factory, mnist):
         script = (
             "from predictions.models import Project;"
             "Project.objects.create(slug='empty', name='Empty');"
-            f"Project.objects.filter(slug='secret').update(is_public=False, token='{TOKEN}')"
+            f"{support.MAKE_SECRET_PRIVATE}"
         )
         support.manage("shell", "-c", script, env=env)
         with support.running(server):

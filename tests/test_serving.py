@@ -49,24 +49,20 @@ def test_litert_agrees_with_keras(trained):
     assert (actual.argmax(1) == expected.argmax(1)).all()
 
 
-def test_a_model_that_does_not_convert_is_kept_for_keras(trained, tmp_path, monkeypatch):
-    """The LiteRT converter cannot be made to fail on demand with a real model, so its
-    conversion step is replaced by one that raises, as a converter error would."""
+def test_a_model_that_does_not_convert_fails_naming_the_op_and_layer(trained, tmp_path):
+    """CategoryEncoding counts with DenseBincount, a TensorFlow op LiteRT has no builtin for:
+    the web process serves LiteRT only, so the version fails in words."""
+    report = child.check_model(trained.needs_tf_ops, tmp_path, model_format=ModelFormat.KERAS)
 
-    def convert_fails(*args, **kwargs):
-        raise RuntimeError("op not supported by LiteRT")
-
-    monkeypatch.setattr(conversion, "convert_saved_model", convert_fails)
-    report = child.check_model(trained.colors, tmp_path, model_format=ModelFormat.KERAS)
-
-    assert report["ok"] and report["runtime"] == "keras" and report["compiled_path"] is None
-    assert "op not supported by LiteRT" in report["message"]
-    assert "served through Keras" in report["message"]
+    assert not report["ok"]
+    assert "did not convert to LiteRT" in report["error"]
+    assert "DenseBincount" in report["error"] and "category_encoding" in report["error"]
+    assert not list(tmp_path.glob("*.tflite"))
 
 
 def test_a_conversion_that_runs_out_of_memory_fails_the_check(trained, tmp_path, monkeypatch):
     """Out of memory is not "does not convert": with more memory it would, so the version
-    fails in words instead of being served through Keras (TensorFlow in the server)."""
+    fails in words, like any model that does not convert."""
 
     def convert_runs_out(*args, **kwargs):
         raise RuntimeError("std::bad_alloc")
@@ -80,7 +76,8 @@ def test_a_conversion_that_runs_out_of_memory_fails_the_check(trained, tmp_path,
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_keras_version_is_served_through_its_compiled_call(trained):
+async def test_a_version_on_keras_is_never_loaded_in_the_web_process(trained):
+    """Versions registered before serving became LiteRT-only may still say `keras`."""
     version = await database_sync_to_async(register)("fallback", trained.colors)
     await ModelVersion.objects.filter(pk=version.pk).aupdate(
         runtime=ModelVersion.Runtime.KERAS, compiled_file="", compiled_sha256=""
@@ -91,9 +88,9 @@ async def test_a_keras_version_is_served_through_its_compiled_call(trained):
         encode(solid_image("blue"), "PNG"), frame_id=0, project=project, received=0.0
     )
 
-    assert reply["labels"][0]["label"] == "blue"
-    loaded = serving.model_cache().get(project.model)
-    assert isinstance(loaded.runtime, KerasRuntime)
+    assert reply["code"] == "model_unavailable"
+    assert "did not convert to LiteRT" in reply["message"]
+    assert not serving.model_cache().is_loaded(project.model)
 
 
 @pytest.mark.django_db

@@ -1,16 +1,21 @@
-"""The check's child process: load a model file and compile it, away from the server.
+"""The check's child process: vet a model file, load it and compile it, away from the server.
 
-`python -m predictions.checking.child SOURCE OUT_DIR --format F [--scale MIN MAX]
-[--max-unpacked-bytes N]` prints one JSON object on its last line of stdout (the launcher
-reads it). A `.keras` or `.h5` file is vetted again, loaded with Keras in safe mode, run once
+`python -m predictions.checking.child SOURCE [OUT_DIR] --format F [--scale MIN MAX]
+[--max-unpacked-bytes N] [--vet-only]` prints one JSON object on its last line of stdout (the
+sandbox reads it back); `sandbox` starts it confined, in OUT_DIR. With `--vet-only` it only
+vets the file (`vet_model`: its config and structure, with json and h5py), which is how the
+server's own processes have a file vetted without parsing it themselves. Otherwise a `.keras`
+or `.h5` file is vetted, loaded with Keras in safe mode, run once
 on a blank input, exported to LiteRT and checked for parity (`conversion`); a model that does
-not convert is still valid and is then served through Keras. The Keras model is dropped
+not convert, or whose LiteRT answers differ from Keras's, fails in words naming why (the web
+process serves LiteRT only, so Keras never runs there). The Keras model is dropped
 before the converter runs, the peak of the check. A `.tflite` file is checked with
 LiteRT alone (`formats.tflite.check`): that path never imports TensorFlow, which the report
 says (`tensorflow_loaded`).
 """
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -43,9 +48,31 @@ def check_model(
             report = _check_keras(module, source, out_dir, scale)
     except ModelValidationError as exc:
         report = {"ok": False, "error": str(exc)}
+    if report.get("compiled_path"):
+        report.update(_artifact_digest(Path(report["compiled_path"])))
     report["format"] = model_format.value
     report["tensorflow_loaded"] = "tensorflow" in sys.modules
     return report
+
+
+def vet_model(
+    source: Path, *, model_format: ModelFormat, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES
+) -> dict:
+    """The format's static checks only (no Keras, no TensorFlow); returns the report."""
+    try:
+        format_module(model_format).vet(source, max_unpacked_bytes=max_unpacked_bytes)
+    except ModelValidationError as exc:
+        return {"ok": False, "error": str(exc), "format": ModelFormat(model_format).value}
+    return {"ok": True, "format": ModelFormat(model_format).value}
+
+
+def _artifact_digest(path: Path) -> dict:
+    """The artifact's sha256 and size, which the parent checks the file it takes against."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return {"artifact_sha256": digest.hexdigest(), "artifact_bytes": path.stat().st_size}
 
 
 def _check_keras(module, source: Path, out_dir: Path, scale: tuple[float, float]) -> dict:
@@ -58,8 +85,8 @@ def _check_keras(module, source: Path, out_dir: Path, scale: tuple[float, float]
     try:
         expected = conversion.keras_outputs(runtime, inputs)
         conversion.write_saved_model(runtime, saved_model)
-    except Exception as exc:  # Any conversion failure leaves the Keras path.
-        return _not_compiled(report, exc)
+    except Exception as exc:  # an export that fails is a model that does not convert
+        raise _not_converted(exc) from None
     del runtime  # the converter needs the memory the Keras model holds
     conversion.release_keras()
     try:
@@ -68,7 +95,7 @@ def _check_keras(module, source: Path, out_dir: Path, scale: tuple[float, float]
         actual = conversion.litert_outputs(compiled, inputs)
         parity = conversion.parity_difference(expected, actual)
     except Exception as exc:
-        return _not_compiled(report, exc)
+        raise _not_converted(exc) from None
     report.update(runtime="litert", compiled_path=str(compiled))
     report["message"] += (
         f" Compiled to LiteRT: max abs difference {parity:.2e} on {len(inputs)} inputs."
@@ -113,12 +140,17 @@ def _inspect(runtime) -> dict:
     return _report(runtime.input_shape, output_shape, message, runtime="keras")
 
 
-def _not_compiled(report: dict, exc: Exception) -> dict:
-    """A model that does not convert is served through Keras; one that ran out of memory
-    while converting is not (it would convert with more)."""
+def _not_converted(exc: Exception) -> ModelValidationError:
+    """A model that does not convert to LiteRT (or not faithfully) fails its check: the
+    server would otherwise have to run TensorFlow, and the file, in its own process."""
+    from . import conversion
+
     _raise_if_out_of_memory(exc, "converting it to LiteRT")
-    report["message"] += f" Not compiled to LiteRT ({one_line(exc)}): served through Keras."
-    return report
+    return ModelValidationError(
+        f"The model did not convert to LiteRT: {conversion.not_converted(exc)}. This server "
+        "serves LiteRT only: rebuild the model from layers that convert, or register a "
+        "`.tflite` made with builtin ops."
+    )
 
 
 def _raise_if_out_of_memory(exc: Exception, doing: str) -> None:
@@ -145,19 +177,26 @@ def _report(input_shape, output_shape, message: str, *, runtime: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path)
-    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("out_dir", type=Path, nargs="?", default=Path("."))
     parser.add_argument("--format", required=True, choices=[f.value for f in ModelFormat])
     parser.add_argument("--scale", nargs=2, type=float, default=(0.0, 1.0))
     parser.add_argument("--max-unpacked-bytes", type=int, default=DEFAULT_MAX_UNPACKED_BYTES)
+    parser.add_argument("--vet-only", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    report = check_model(
-        args.source,
-        args.out_dir,
-        model_format=ModelFormat(args.format),
-        scale=tuple(args.scale),
-        max_unpacked_bytes=args.max_unpacked_bytes,
-    )
+    model_format = ModelFormat(args.format)
+    if args.vet_only:
+        report = vet_model(
+            args.source, model_format=model_format, max_unpacked_bytes=args.max_unpacked_bytes
+        )
+    else:
+        report = check_model(
+            args.source,
+            args.out_dir,
+            model_format=model_format,
+            scale=tuple(args.scale),
+            max_unpacked_bytes=args.max_unpacked_bytes,
+        )
     sys.stdout.write("\n" + json.dumps(report) + "\n")
 
 

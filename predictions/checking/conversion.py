@@ -5,7 +5,8 @@ between its two halves: a SavedModel is written (`keras.export.ExportArchive`, o
 endpoint), the model is released, and only then does the TFLite converter load that SavedModel
 and convert it, which is the peak of the whole check (see bench/registration_memory.py).
 Only LiteRT's builtin operators are allowed: a model that needs TensorFlow ops does not
-convert, and is served through Keras.
+convert, and fails its check naming those ops and the layers they come from (`not_converted`):
+the web process serves LiteRT only, never TensorFlow.
 
 Parity means: on a blank input and a few random ones in the version's input range, the LiteRT
 outputs are within PARITY_ATOL + PARITY_RTOL * |keras| of Keras's, and the top-1 class is the
@@ -15,6 +16,7 @@ about 1e-6 relative; a wrong conversion differs by O(1).
 
 import functools
 import gc
+import re
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +77,30 @@ def convert_saved_model(directory: Path, target: Path) -> Path:
     del converter
     target.write_bytes(flatbuffer)
     return target
+
+
+# The converter names each op it cannot lower as `fused["Op:", "model/layer/..."]`, and sums
+# them up in a line "TF Select ops: A, B".
+_OP_IN_LAYER = re.compile(r'fused\["(\w+):", "[^/"]+/([^/"@]+)/')
+_SELECT_OPS = re.compile(r"TF Select ops: ([\w, ]+)")
+
+
+def not_converted(exc: Exception) -> str:
+    """Why a model did not convert, in words: the TensorFlow ops that are not LiteRT builtins
+    and the layers they come from, when the converter's error names them."""
+    text = str(exc)
+    summary = _SELECT_OPS.search(text)
+    ops = [op.strip() for op in summary.group(1).split(",")] if summary else []
+    layers = []
+    for op, layer in _OP_IN_LAYER.findall(text):
+        if op not in ops and not summary:
+            ops.append(op)
+        if layer not in layers:
+            layers.append(layer)
+    if not ops:
+        return " ".join(text.split())[:300] or type(exc).__name__
+    where = f" (in layer {', '.join(layers[:5])})" if layers else ""
+    return f"TensorFlow op {', '.join(ops[:8])}{where} is not a LiteRT builtin"
 
 
 def litert_outputs(path: Path, inputs: np.ndarray) -> np.ndarray:

@@ -1,11 +1,12 @@
-"""The parent's end of a model check: vet the file, run the child (`sandbox.run_child`) once
-per file, keep its artifact in the local model cache.
+"""The parent's end of a model check: look at the file, run the child (`sandbox.run_child`)
+once per file, keep its artifact in the local model cache.
 
 The server process never imports TensorFlow: the child loads and converts the model. The
 child's report for a file (keyed by its sha256 and the input range of the parity check) is
 kept beside the file in the local model cache, so registering the same file again (new labels,
 another project) needs no second check. Labels are checked here, against the report's output
-shape, so the report does not depend on them.
+shape, so the report does not depend on them. The child's artifact is taken from its
+directory only as `sandbox.open_artifact` allows, and only with the hash it reported.
 """
 
 import json
@@ -17,8 +18,8 @@ from django.conf import settings
 
 from ..formats import ModelFormat
 from ..inference.errors import ModelValidationError
-from .sandbox import run_child
-from .vetting import check_labels, vet_model_file
+from .sandbox import open_artifact, run_child
+from .vetting import check_labels, inspect_model_file
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,12 @@ class CompileReport:
 def check_and_compile(
     *, path: Path, sha256: str, labels: list[str], scale: tuple[float, float]
 ) -> CompileReport:
-    """Vet a cached model file, check and compile it in the child (or reuse the report of an
-    earlier check of the same file); raises `ModelValidationError` in words."""
+    """Check and compile a cached model file in the child, which vets it first (or reuse the
+    report of an earlier check of the same file); raises `ModelValidationError` in words."""
     from ..storage import file_cache  # the ORM: not at module level (the child imports this)
 
-    # Cheap, and before anything loads the file.
-    model_format = vet_model_file(path, max_unpacked_bytes=settings.MODEL_MAX_UNPACKED_BYTES)
+    # Cheap, and before the child starts; the child parses the rest.
+    model_format = inspect_model_file(path, max_unpacked_bytes=settings.MODEL_MAX_UNPACKED_BYTES)
     cache = file_cache()
     report_path = cache.directory / f"{sha256}.check-{scale[0]:g}-{scale[1]:g}.json"
     if report_path.exists():
@@ -74,9 +75,10 @@ def _check_in_child(
 ) -> dict:
     """The child's report, its artifact copied into the cache (`compiled_sha256`)."""
     with tempfile.TemporaryDirectory(prefix="model-check-") as out_dir:
+        out_dir = Path(out_dir)
         report = run_child(
             path,
-            Path(out_dir),
+            out_dir,
             model_format=model_format,
             scale=scale,
             timeout=settings.MODEL_CHECK_TIMEOUT,
@@ -84,21 +86,39 @@ def _check_in_child(
             max_unpacked_bytes=settings.MODEL_MAX_UNPACKED_BYTES,
         )
         compiled = report.pop("compiled_path", None)
-        if report.get("ok") and model_format is ModelFormat.TFLITE:
-            compiled = path  # the source is the artifact, stored like a converted one
-        if compiled and report.get("ok"):
-            expected = sha256 if model_format is ModelFormat.TFLITE else None
-            report["compiled_sha256"] = _cache_artifact(Path(compiled), expected_sha256=expected)
+        if not report["ok"]:
+            return report
+        if model_format is ModelFormat.TFLITE:
+            # The source is the artifact (this process's own file), stored like a converted one.
+            if not (_cache_directory() / f"{sha256}.tflite").exists():
+                with open(path, "rb") as source:
+                    _cache_artifact(source, expected_sha256=sha256)
+            report["compiled_sha256"] = sha256
+        elif compiled:
+            # Hashed as it is copied, even when the cache holds that hash already: the child's
+            # word alone must not point a version at another model's artifact.
+            size, expected = report.pop("artifact_bytes"), report.pop("artifact_sha256")
+            with open_artifact(out_dir, compiled, size=size) as artifact:
+                report["compiled_sha256"] = _cache_artifact(artifact, expected_sha256=expected)
     return report
 
 
-def _cache_artifact(path: Path, *, expected_sha256: str | None) -> str:
-    """Copy a LiteRT flatbuffer into the cache as `<sha256>.tflite`; returns its sha256."""
+def _cache_directory() -> Path:
     from ..storage import file_cache
 
+    return file_cache().directory
+
+
+def _cache_artifact(handle, *, expected_sha256: str) -> str:
+    """Copy a LiteRT flatbuffer into the cache as `<sha256>.tflite`, refusing it unless its
+    hash is `expected_sha256`; returns that hash."""
+    from ..storage import HashMismatch, file_cache
+
     cache = file_cache()
-    if expected_sha256 and (cache.directory / f"{expected_sha256}.tflite").exists():
-        return expected_sha256
-    with open(path, "rb") as handle:
+    try:
         _, sha256, _ = cache.add(handle, suffix=".tflite", expected_sha256=expected_sha256)
+    except HashMismatch:
+        raise ModelValidationError(
+            "The model check's artifact does not match the hash it reported: refused."
+        ) from None
     return sha256

@@ -1,8 +1,10 @@
 """The model file formats this server registers, known from a file's content.
 
-One module a format, each with the same small interface: `vet(path, *, max_unpacked_bytes)`
-checks the file without loading it (cheap, no TensorFlow: the web process runs it), and the
-check's child process calls `load(path)` (Keras formats) or `check(path)` (LiteRT).
+One module a format, each with the same small interface: `inspect(path, *,
+max_unpacked_bytes)` is the server's own look at the file (its signature, sizes, a zip's
+directory: nothing is parsed), `vet(path, *, max_unpacked_bytes)` checks the whole file without
+loading it (its config and structure: run in the check's child processes, never in the
+server), and the check's child calls `load(path)` (Keras formats) or `check(path)` (LiteRT).
 """
 
 import enum
@@ -55,7 +57,8 @@ def sniff_file(path: Path) -> ModelFormat:
 
 
 def format_module(model_format: ModelFormat):
-    """The module of a format: `vet`, and `load` (Keras formats) or `check` (LiteRT)."""
+    """The module of a format: `inspect`, `vet`, and `load` (Keras formats) or `check`
+    (LiteRT)."""
     from . import hdf5, keras_archive, tflite
 
     modules = {ModelFormat.KERAS: keras_archive, ModelFormat.H5: hdf5, ModelFormat.TFLITE: tflite}

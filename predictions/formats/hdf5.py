@@ -1,6 +1,10 @@
 """Legacy HDF5 `.h5` models (Keras 2 / tf.keras, or Keras 3's legacy writer): static checks,
 and the load the check's child runs.
 
+`inspect` (the server's own look) checks only the signature and the size: HDF5 is parsed by a
+large C library, so the server leaves it to the check's child, whose `vet` reads the structure
+and walks the config before anything loads the file.
+
 The model's config is JSON in the file's root attribute `model_config`; its weights sit under
 `model_weights`. Both writers name Keras's own objects `keras...` (`keras.initializers`,
 `keras.layers`, `keras` for Keras 3's dtype policies); a `Lambda` layer carries marshalled
@@ -11,18 +15,27 @@ does in `.keras` archives. The file is read with h5py only: nothing here goes th
 from pathlib import Path
 
 from ..inference.errors import ModelValidationError
-from . import DEFAULT_MAX_UNPACKED_BYTES, check_file_size
+from . import DEFAULT_MAX_UNPACKED_BYTES, HDF5_SIGNATURE, check_file_size
 from .config import MAX_CONFIG_BYTES, check_config_text, check_hdf5_structure
 
 CONFIG_ATTRIBUTE = "model_config"
 
 
+def inspect(path: Path, *, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> None:
+    """The HDF5 signature and the file's size (the server's own look: nothing is parsed)."""
+    with open(path, "rb") as handle:
+        if handle.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+            raise ModelValidationError("The file is not an HDF5 file.")
+    check_file_size(path, max_bytes=max_unpacked_bytes, what="HDF5 file")
+
+
 def vet(path: Path, *, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> None:
     """Refuse an HDF5 file that is not a whole Keras model naming only Keras's own objects, or
-    that reaches outside itself, or whose data exceeds `max_unpacked_bytes`."""
+    that reaches outside itself, or whose data exceeds `max_unpacked_bytes`; in the check's
+    child only."""
     import h5py
 
-    check_file_size(path, max_bytes=max_unpacked_bytes, what="HDF5 file")
+    inspect(path, max_unpacked_bytes=max_unpacked_bytes)
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:

@@ -17,13 +17,17 @@ from . import DEFAULT_MAX_UNPACKED_BYTES, TFLITE_IDENTIFIER, check_file_size
 IMAGE_CHANNELS = (1, 3)
 
 
-def vet(path: Path, *, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> None:
+def inspect(path: Path, *, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> None:
     """The flatbuffer's identifier and its size (LiteRT maps the whole file)."""
     with open(path, "rb") as handle:
         head = handle.read(8)
     if head[4:8] != TFLITE_IDENTIFIER:
         raise ModelValidationError("The file is not a LiteRT `.tflite` flatbuffer.")
     check_file_size(path, max_bytes=max_unpacked_bytes, what="`.tflite` file")
+
+
+# Nothing more to read before LiteRT loads it: `check` reads the operators first.
+vet = inspect
 
 
 def check(path: Path) -> tuple[tuple[int, int, int], tuple[int, ...], str]:

@@ -5,10 +5,22 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from typing import NamedTuple
 
 import numpy as np
 
-_Item = tuple[np.ndarray, Future]
+
+class BatcherClosed(RuntimeError):
+    """The batcher's model was unloaded: nothing more runs on it."""
+
+
+class BatcherFull(Exception):
+    """The batcher's queue already holds `max_queue` inputs."""
+
+
+class QueuedInput(NamedTuple):
+    model_input: np.ndarray
+    future: Future  # resolves to the input's row of its batch's output
 
 
 class Batcher:
@@ -18,7 +30,8 @@ class Batcher:
     or `max_wait_ms` have passed since the first (0: only what is already queued). Inputs of
     different shapes or dtypes taken together run as separate batches, one per shape, so one
     malformed input fails on its own instead of with its neighbours. With no wait, `run_now`
-    lets a caller run a lone input on its own thread while the model is idle.
+    lets a caller run a lone input on its own thread while the model is idle. At most
+    `max_queue` inputs wait (0: no bound); `submit` raises `BatcherFull` beyond.
     """
 
     def __init__(
@@ -27,6 +40,7 @@ class Batcher:
         *,
         max_batch_size: int,
         max_wait_ms: float,
+        max_queue: int = 0,
         name: str = "model",
     ):
         if max_batch_size < 1 or max_wait_ms < 0:
@@ -34,8 +48,9 @@ class Batcher:
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
+        self.max_queue = max_queue
         self._predict = predict
-        self._pending: deque[_Item] = deque()
+        self._pending: deque[QueuedInput] = deque()
         self._condition = threading.Condition()
         self._closed = False
         self._worker_busy = False  # the worker is running a batch
@@ -55,17 +70,39 @@ class Batcher:
         """How many inputs have been sent to `predict`."""
         return self._frames_run
 
+    @property
+    def queued(self) -> int:
+        """How many inputs wait for the worker (cancelled ones until it skips them)."""
+        with self._condition:
+            return len(self._pending)
+
+    def full(self) -> bool:
+        """Whether `submit` would raise `BatcherFull` now."""
+        with self._condition:
+            return not self._has_room()
+
     def submit(self, model_input: np.ndarray) -> Future:
-        """Queue one example; the future resolves to its row of the batch's output."""
+        """Queue one example; the future resolves to its row of the batch's output. Raises
+        `BatcherFull` when `max_queue` inputs wait already, `BatcherClosed` once closed."""
         future: Future = Future()
         with self._condition:
             if self._closed:
-                raise RuntimeError(
+                raise BatcherClosed(
                     f"The batcher for {self.name} is closed: the model was unloaded."
                 )
-            self._pending.append((np.asarray(model_input), future))
+            if not self._has_room():
+                raise BatcherFull(f"{len(self._pending)} inputs wait for the model already.")
+            self._pending.append(QueuedInput(np.asarray(model_input), future))
             self._condition.notify()
         return future
+
+    def _has_room(self) -> bool:
+        """Called holding the condition's lock."""
+        if self.max_queue <= 0 or len(self._pending) < self.max_queue:
+            return True
+        # Inputs whose clients went away make room: the worker would skip them anyway.
+        self._pending = deque(item for item in self._pending if not item.future.cancelled())
+        return len(self._pending) < self.max_queue
 
     def run_now(self, model_input: np.ndarray) -> np.ndarray | None:
         """Run one input on the calling thread, when nothing is queued or running and batches
@@ -93,7 +130,7 @@ class Batcher:
             self._condition.notify_all()
             while self._inline_busy:  # the model stays usable until run_now() returns
                 self._condition.wait()
-        _fail(queued, RuntimeError("the model was unloaded"))
+        _fail(queued, BatcherClosed("the model was unloaded"))
         # A future's done-callback runs on the worker and may close the batcher itself.
         if threading.current_thread() is not self._thread:
             self._thread.join()
@@ -102,17 +139,18 @@ class Batcher:
         while (items := self._take()) is not None:
             try:
                 # Marking them running here is what makes a later cancel() fail, so none is lost.
-                items = [item for item in items if item[1].set_running_or_notify_cancel()]
-                groups: dict[tuple, list[_Item]] = {}
+                items = [item for item in items if item.future.set_running_or_notify_cancel()]
+                groups: dict[tuple, list[QueuedInput]] = {}
                 for item in items:
-                    groups.setdefault((item[0].shape, item[0].dtype), []).append(item)
+                    key = (item.model_input.shape, item.model_input.dtype)
+                    groups.setdefault(key, []).append(item)
                 for group in groups.values():
                     self._run(group)
             finally:
                 with self._condition:
                     self._worker_busy = False
 
-    def _take(self) -> list[_Item] | None:
+    def _take(self) -> list[QueuedInput] | None:
         """Wait for the first input (and for run_now() to finish), then gather a batch; None
         once closed."""
         with self._condition:
@@ -133,7 +171,7 @@ class Batcher:
             if not self._closed:
                 return items
             self._worker_busy = False
-        _fail(items, RuntimeError("the model was unloaded"))
+        _fail(items, BatcherClosed("the model was unloaded"))
         return None
 
     def _predict_rows(self, batch: np.ndarray) -> np.ndarray:
@@ -148,18 +186,18 @@ class Batcher:
             )
         return output
 
-    def _run(self, group: list[_Item]) -> None:
+    def _run(self, group: list[QueuedInput]) -> None:
         try:
-            output = self._predict_rows(np.stack([model_input for model_input, _ in group]))
+            output = self._predict_rows(np.stack([item.model_input for item in group]))
         except Exception as exc:
-            for _, future in group:
-                future.set_exception(exc)
+            for item in group:
+                item.future.set_exception(exc)
             return
-        for i, (_, future) in enumerate(group):
-            future.set_result(output[i])
+        for i, item in enumerate(group):
+            item.future.set_result(output[i])
 
 
-def _fail(items: list[_Item], exc: Exception) -> None:
-    for _, future in items:
-        if future.set_running_or_notify_cancel():
-            future.set_exception(exc)
+def _fail(items: list[QueuedInput], exc: Exception) -> None:
+    for item in items:
+        if item.future.set_running_or_notify_cancel():
+            item.future.set_exception(exc)

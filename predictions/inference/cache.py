@@ -11,7 +11,7 @@ import numpy as np
 
 from .batching import Batcher
 from .errors import ModelUnavailable
-from .spec import ModelSpec
+from .spec import ModelSpec, Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +48,13 @@ class ModelCache:
         load: Callable[[ModelSpec], tuple[object, int]],
         max_batch_size: int,
         max_wait_ms: float,
+        max_queue: int = 0,
     ):
         self.budget_bytes = budget_bytes
         self._load = load
         self._max_batch_size = max_batch_size
         self._max_wait_ms = max_wait_ms
+        self._max_queue = max_queue  # inputs each model's batcher lets wait (0: no bound)
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._guard = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
@@ -61,7 +63,7 @@ class ModelCache:
     @staticmethod
     def key(spec: ModelSpec) -> str:
         """Loaded models are keyed by the artifact they run."""
-        return spec.compiled_sha256 if spec.runtime == "litert" else spec.sha256
+        return spec.compiled_sha256 if spec.runtime == Runtime.LITERT else spec.sha256
 
     def is_loaded(self, spec: ModelSpec) -> bool:
         with self._guard:
@@ -151,6 +153,7 @@ class ModelCache:
             runtime.predict,
             max_batch_size=self._max_batch_size,
             max_wait_ms=self._max_wait_ms,
+            max_queue=self._max_queue,
             name=f"v{spec.version_id}",
         )
         return LoadedModel(key, runtime, batcher, size_bytes)

@@ -1,4 +1,4 @@
-"""Errors that become the contract's error replies."""
+"""Errors that become the contract's error replies, and the one table of their codes."""
 
 BAD_IMAGE = "bad_image"
 TOO_LARGE = "too_large"
@@ -6,14 +6,19 @@ BAD_REQUEST = "bad_request"
 BAD_SHAPE = "bad_shape"
 MODEL_UNAVAILABLE = "model_unavailable"
 BUSY = "busy"
+FORBIDDEN = "forbidden"
+NOT_FOUND = "not_found"
 
+# Every error code and the HTTP status it answers with.
 HTTP_STATUS = {
     BAD_IMAGE: 400,
     BAD_REQUEST: 400,
     BAD_SHAPE: 400,
+    FORBIDDEN: 403,
+    NOT_FOUND: 404,
     TOO_LARGE: 413,
-    MODEL_UNAVAILABLE: 503,
     BUSY: 429,
+    MODEL_UNAVAILABLE: 503,
 }
 
 
@@ -32,6 +37,13 @@ class ModelUnavailable(PredictionError):
 
     def __init__(self, message: str):
         super().__init__(MODEL_UNAVAILABLE, message)
+
+
+class Busy(PredictionError):
+    """Too much waiting work: the frame was not queued (over HTTP, 429 with Retry-After)."""
+
+    def __init__(self, message: str):
+        super().__init__(BUSY, message)
 
 
 def error_reply(frame_id, code: str, message: str) -> dict:

@@ -7,8 +7,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .frames import Frame
-from .images import decode_image
-from .preprocess import image_to_input, pixels_to_input
+from .images import (
+    DEFAULT_DECODE_BUDGET_BYTES,
+    decode_bytes,
+    draft,
+    load_image,
+    open_image,
+    shared_budget,
+)
+from .preprocess import image_to_input, pixels_to_input, working_bytes
 from .spec import ModelSpec
 
 
@@ -16,6 +23,8 @@ from .spec import ModelSpec
 class Limits:
     max_image_bytes: int
     max_image_pixels: int
+    # Bytes of images being decoded and preprocessed at once in the process (DECODE_BUDGET_BYTES).
+    decode_budget_bytes: int = DEFAULT_DECODE_BUDGET_BYTES
 
 
 @dataclass(frozen=True)
@@ -30,20 +39,32 @@ def prepare_frame(frame: Frame, *, spec: ModelSpec, limits: Limits) -> PreparedF
     """Decode and preprocess one frame (raises PredictionError with the contract's code)."""
     started = time.perf_counter()
     if frame.image is not None:
-        image = decode_image(
-            frame.image,
-            max_bytes=limits.max_image_bytes,
-            max_pixels=limits.max_image_pixels,
-            draft_size=spec.input_shape[1::-1],
-        )
-        decoded = time.perf_counter()
-        model_input = image_to_input(image, spec)
+        model_input, decoded = _image_to_input(frame.image, spec=spec, limits=limits)
     else:
         decoded = time.perf_counter()
         model_input = pixels_to_input(frame.pixels, spec)
     return PreparedFrame(
         frame, model_input, _ms(started, decoded), _ms(decoded, time.perf_counter())
     )
+
+
+def _image_to_input(data: bytes, *, spec: ModelSpec, limits: Limits) -> tuple[np.ndarray, float]:
+    """Decode and preprocess within the process's decode budget, which is held (waiting for it
+    in this pool thread) from before the pixels are decoded until they are freed. Returns the
+    model input and when decoding ended."""
+    image = open_image(data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels)
+    what = f"This {image.width}x{image.height} {image.format} image"
+    draft(image, spec.input_shape[1::-1])
+    need = decode_bytes(image, data) + working_bytes(image.size, spec)
+    with shared_budget(limits.decode_budget_bytes).hold(need, what=what):
+        try:
+            load_image(image)
+            decoded = time.perf_counter()
+            return image_to_input(image, spec), decoded
+        finally:
+            image.close()
+            # Also WebP's decoder and its canvases, which live as long as the image object.
+            del image
 
 
 def prediction_reply(

@@ -28,18 +28,127 @@ MAX_THICKENING = 4
 # 18 ms for scikit-image's Gaussian anti-aliasing on floats. Drawings (`fit_ink`) are first
 # brought to at most this many pixels on their longer side, then handled by scikit-image.
 FIT_INK_MAX_SIDE = 512
+# Pillow's two-step resize: first a box reduction by whole factors, down to at least this many
+# times the target size, then the filter. The reduction is done here, on the decoded image.
+REDUCING_GAP = 2.0
+# A big image is converted and reduced a tile of at most this many pixels at a time (tiles
+# aligned with the reduction's blocks), so no converted copy of it exists at full size.
+TILE_PIXELS = 512 * 512
+# What one tile's conversion holds at once, a pixel: the tile, its RGBA copy, the white ground,
+# the composite and the converted tile (4 bytes each).
+TILE_BYTES_PER_PIXEL = 20
+# The resized image and its float copies, a pixel of the resize target.
+TARGET_BYTES_PER_PIXEL = 16
 
 
 def image_to_input(image: Image.Image, spec: ModelSpec) -> np.ndarray:
-    """Convert to the model's channels, resize to its input size, scale to its declared range."""
+    """Convert to the model's channels, resize to its input size, scale to its declared range.
+
+    The image is converted (transparency onto white, 16-bit gray kept in its range) and
+    box-reduced a tile at a time, then resized from the reduced copy: the same pixels as
+    converting it whole and resizing it with Pillow's `reducing_gap`, without a converted copy
+    at full size.
+    """
     height, width, channels = spec.input_shape
+    size = _target_size(image.size, spec)
+    factors = _reduction(image.size, size)
+    reduced, full_scale = _reduce(image, channels, factors)
+    box = (0, 0, image.width / factors[0], image.height / factors[1])
+    if reduced.size != size or factors != (1, 1):
+        reduced = reduced.resize(size, Image.Resampling.BILINEAR, box, REDUCING_GAP)
+    pixels = np.asarray(reduced, dtype=np.float32) / full_scale
+    if pixels.ndim == 2:
+        pixels = pixels[..., np.newaxis]
+    if pixels.shape[2] != channels:
+        pixels = np.repeat(pixels, channels, axis=2)
     if spec.resize == FIT_INK:
-        factor = max(1.0, max(image.size) / FIT_INK_MAX_SIDE)
-        size = (round(image.width / factor), round(image.height / factor))
-        resized = _fit_ink(_to_array(image, channels, size=size), height, width)
+        pixels = _fit_ink(pixels, height, width)
+    return _scale(pixels, spec.scale_min, spec.scale_max)
+
+
+def working_bytes(size: tuple[int, int], spec: ModelSpec) -> int:
+    """About the most memory image_to_input takes beyond the decoded image itself, for an image
+    of `size` (width, height): the reduced copy, one tile's conversion, the resized input."""
+    width, height = size
+    target = _target_size(size, spec)
+    fx, fy = _reduction(size, target)
+    reduced = -(-width // fx) * -(-height // fy) * 4
+    tile = min(width * height, max(TILE_PIXELS, fx * fy)) * TILE_BYTES_PER_PIXEL
+    return reduced + tile + target[0] * target[1] * TARGET_BYTES_PER_PIXEL
+
+
+def _target_size(size: tuple[int, int], spec: ModelSpec) -> tuple[int, int]:
+    """(width, height) Pillow resizes an image of `size` to: the model's input, or for a drawing
+    at most FIT_INK_MAX_SIDE on its longer side."""
+    height, width, _ = spec.input_shape
+    if spec.resize != FIT_INK:
+        return width, height
+    factor = max(1.0, max(size) / FIT_INK_MAX_SIDE)
+    return max(1, round(size[0] / factor)), max(1, round(size[1] / factor))
+
+
+def _reduction(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    """The whole factors (x, y) Pillow's resize would box-reduce by first (smaller where a
+    block would not fit in a tile)."""
+    if size == target:
+        return 1, 1
+    fx = int(size[0] / target[0] / REDUCING_GAP) or 1
+    fy = int(size[1] / target[1] / REDUCING_GAP) or 1
+    while fx * fy > TILE_PIXELS:  # only for a tiny input: the filter does the rest
+        fx, fy = max(1, fx // 2), max(1, fy // 2)
+    return fx, fy
+
+
+def _reduce(
+    image: Image.Image, channels: int, factors: tuple[int, int]
+) -> tuple[Image.Image, float]:
+    """`image` converted (see _convert) and box-reduced by `factors`, with its full scale.
+
+    A big image goes a tile at a time; tiles start at multiples of the factors, so each block
+    is reduced whole, as in one reduction of the whole image.
+    """
+    fx, fy = factors
+    mode, full_scale = _working_mode(image, channels)
+    if image.mode == mode and not _has_alpha(image):  # nothing to convert (most photos)
+        return _reduce_tile(image, factors), full_scale
+    width, height = image.size
+    if width * height <= TILE_PIXELS:
+        return _reduce_tile(_convert(image, mode), factors), full_scale
+    if width * fy <= TILE_PIXELS:
+        columns, rows = width, TILE_PIXELS // width // fy * fy
     else:
-        resized = _to_array(image, channels, size=(width, height))
-    return _scale(resized, spec.scale_min, spec.scale_max)
+        columns, rows = TILE_PIXELS // fy // fx * fx, fy
+    reduced = Image.new(mode, (-(-width // fx), -(-height // fy)))
+    for top in range(0, height, rows):
+        for left in range(0, width, columns):
+            tile = image.crop((left, top, min(left + columns, width), min(top + rows, height)))
+            reduced.paste(_reduce_tile(_convert(tile, mode), factors), (left // fx, top // fy))
+    return reduced, full_scale
+
+
+def _reduce_tile(image: Image.Image, factors: tuple[int, int]) -> Image.Image:
+    return image if factors == (1, 1) else image.reduce(factors)
+
+
+def _working_mode(image: Image.Image, channels: int) -> tuple[str, float]:
+    """The mode images are reduced in, and its full scale: 16-bit grayscale as floats (Pillow's
+    convert("L") would clip it at 255 instead of scaling it), else 8-bit L or RGB."""
+    if not _has_alpha(image) and image.mode.startswith("I"):
+        return "F", 65535.0
+    return ("L" if channels == 1 else "RGB"), 255.0
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+
+
+def _convert(image: Image.Image, mode: str) -> Image.Image:
+    """`image` in `mode`; transparent areas become white, as on a page."""
+    if _has_alpha(image):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    return image.convert(mode)
 
 
 def pixels_to_input(pixels, spec: ModelSpec) -> np.ndarray:
@@ -66,28 +175,6 @@ def pixels_to_input(pixels, spec: ModelSpec) -> np.ndarray:
     array = array.astype(np.float32, copy=False)
     if not np.isfinite(array).all():
         raise PredictionError(BAD_REQUEST, "The pixels must be finite numbers.")
-    return array
-
-
-def _to_array(image: Image.Image, channels: int, *, size: tuple[int, int]) -> np.ndarray:
-    """H x W x C float32 in 0..1 at `size` (width, height); transparent areas become white,
-    as on a page."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
-    if image.mode.startswith("I"):
-        # 16-bit grayscale: Pillow's convert("L") would clip it at 255 instead of scaling it.
-        image, full_scale = image.convert("F"), 65535.0
-    else:
-        image, full_scale = image.convert("L" if channels == 1 else "RGB"), 255.0
-    if image.size != size:
-        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    array = np.asarray(image, dtype=np.float32) / full_scale
-    if array.ndim == 2:
-        array = array[..., np.newaxis]
-    if array.shape[2] != channels:
-        array = np.repeat(array, channels, axis=2)
     return array
 
 

@@ -1,6 +1,23 @@
-"""What the serving path needs to know about a model version, free of the ORM."""
+"""What the serving path needs to know about a model version, free of the ORM, and the names
+of its runtimes and resize modes (`models.ModelVersion` takes its choices from these)."""
 
 from dataclasses import dataclass
+
+from django.db.models import TextChoices
+
+
+class Runtime(TextChoices):
+    """What runs a ready version."""
+
+    LITERT = "litert", "LiteRT (compiled)"
+    KERAS = "keras", "Keras (no longer served: did not convert to LiteRT)"
+
+
+class Resize(TextChoices):
+    """How an image is fitted to the model's input size."""
+
+    STRETCH = "stretch", "resize the whole image to the model's input"
+    FIT_INK = "fit_ink", "crop to the ink, centre it, then resize (drawings)"
 
 
 @dataclass(frozen=True)
@@ -13,10 +30,10 @@ class ModelSpec:
     sha256: str
     input_shape: tuple[int, int, int]
     labels: tuple[str, ...]
-    resize: str = "stretch"
+    resize: str = Resize.STRETCH
     scale_min: float = 0.0
     scale_max: float = 1.0
-    runtime: str = "keras"
+    runtime: str = Runtime.KERAS
     format: str = "keras"  # the source file's format (a ModelFormat value)
     compiled_file: str = ""
     compiled_sha256: str = ""

@@ -1,17 +1,24 @@
-"""Writes: registering model versions (a job), checking them, activating them.
+"""Writes: registering model versions (a job), checking them, activating them; projects.
 
 - `versions`: take in a model file and record a `pending` version; activate; check again.
+- `projects`: save a project or rotate its token; announce changes to its connections.
 - `registration`: the check itself (the job's body, run by the worker or by `register_model`),
   its lease, and the reaper that takes up jobs whose worker died.
 """
 
 from ..inference.errors import ModelValidationError
+from .projects import (
+    announce_model_change,
+    announce_project_change,
+    project_group_name,
+    project_rotate_token,
+    project_save,
+)
 from .registration import registrations_reap, version_check
 from .versions import (
     ACTIVATE_PERMISSION,
     VersionSource,
     labels_check,
-    project_group_name,
     version_activate,
     version_recheck,
     version_register,
@@ -23,8 +30,12 @@ __all__ = [
     "ACTIVATE_PERMISSION",
     "ModelValidationError",
     "VersionSource",
+    "announce_model_change",
+    "announce_project_change",
     "labels_check",
     "project_group_name",
+    "project_rotate_token",
+    "project_save",
     "registrations_reap",
     "version_activate",
     "version_check",

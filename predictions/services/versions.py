@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -21,6 +19,7 @@ from ..inference.errors import ModelValidationError
 from ..models import ModelVersion, Project
 from ..selectors import project_next_version_number
 from ..storage import file_cache, storage_read_head, store_once
+from .projects import announce_model_change
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +38,6 @@ class VersionSource:
     local_path: Path | None = None
     sha256: str = ""
     s3_key: str = ""
-
-
-def project_group_name(slug: str) -> str:
-    """The channel-layer group of a project's connections (every process joins it)."""
-    return f"project.{slug}"
 
 
 def version_source(
@@ -204,18 +198,6 @@ def enqueue_check(version: ModelVersion) -> None:
     result = check_version.enqueue(version.pk)
     version.task_id = str(result.id)
     ModelVersion.objects.filter(pk=version.pk).update(task_id=version.task_id)
-
-
-def announce_model_change(slug: str, version_id: int) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.group_send)(
-            project_group_name(slug), {"type": "model.changed", "version_id": version_id}
-        )
-    except Exception:  # The swap is recorded; a layer outage must not fail the activation.
-        logger.exception("could not announce the model change of %s", slug)
 
 
 def labels_check(labels: list[str]) -> None:

@@ -1,16 +1,32 @@
 """The JSON API: project listings and predictions. Scripts and other sites call it without CSRF."""
 
+import functools
 import time
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from .. import selectors, serving
-from ..inference.errors import HTTP_STATUS, error_reply
+from ..inference.errors import (
+    BAD_REQUEST,
+    BUSY,
+    FORBIDDEN,
+    HTTP_STATUS,
+    NOT_FOUND,
+    TOO_LARGE,
+    PredictionError,
+    error_reply,
+)
+from ..inference.frames import Frame, parse_text_frame
 from ..origins import normalise
+
+# What a 429 asks a client to wait: the bounded queues hold about half a second of work.
+RETRY_AFTER_SECONDS = 1
 
 
 def request_token(request) -> str | None:
@@ -40,12 +56,16 @@ def with_cors(response, origin: str | None):
     return response
 
 
+def error_response(code: str, message: str, *, status: int | None = None) -> JsonResponse:
+    """The contract's error object, with its code's HTTP status unless told another."""
+    return JsonResponse(error_reply(None, code, message), status=status or HTTP_STATUS[code])
+
+
 def _preflight(request, project):
     """The answer to a browser's OPTIONS preflight before a cross-site POST."""
     origin = allowed_origin(request, project)
     if origin is None:
-        message = "This origin is not among the project's allowed origins."
-        return JsonResponse(error_reply(None, "forbidden", message), status=403)
+        return error_response(FORBIDDEN, "This origin is not among the project's allowed origins.")
     response = HttpResponse(status=204)
     response["Access-Control-Allow-Methods"] = "POST"
     response["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
@@ -57,12 +77,10 @@ async def _authorized_project(request, slug):
     """The project, or the error response a client gets instead (404 unknown, 403 bad token)."""
     project = await sync_to_async(selectors.project_get_info)(slug=slug)
     if project is None:
-        return None, JsonResponse(
-            error_reply(None, "not_found", f"No project named {slug!r}."), status=404
-        )
+        return None, error_response(NOT_FOUND, f"No project named {slug!r}.")
     if not project.token_matches(request_token(request)):
         message = "This project is private: send its token as ?token= or a Bearer header."
-        return None, JsonResponse(error_reply(None, "forbidden", message), status=403)
+        return None, error_response(FORBIDDEN, message)
     return project, None
 
 
@@ -84,11 +102,65 @@ async def predict(request, slug):
     if request.method == "OPTIONS":
         return _preflight(request, await sync_to_async(selectors.project_get_info)(slug=slug))
     if request.method != "POST":
-        message = "Send the image with POST."
-        return JsonResponse(error_reply(None, "bad_request", message), status=405)
+        return error_response(BAD_REQUEST, "Send the image with POST.", status=405)
     project, refusal = await _authorized_project(request, slug)
     if refusal:
         return refusal
-    reply = await serving.answer_http(request, project=project, received=received)
+    # Cancelled when daphne has answered already (its --http-timeout) or the client went
+    # away: the frame is then dropped from whichever queue holds it.
+    try:
+        answer = serving.answer(
+            _frame_parser(request), project=project, received=received, transport="http"
+        )
+    except PredictionError as exc:  # an unsupported body, or too much waiting work (busy)
+        reply = serving.refused(exc, project=project, transport="http")
+    else:
+        reply = await answer
     status = 200 if reply["type"] == "prediction" else HTTP_STATUS[reply["code"]]
-    return with_cors(JsonResponse(reply, status=status), allowed_origin(request, project))
+    response = JsonResponse(reply, status=status)
+    if reply.get("code") == BUSY:
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return with_cors(response, allowed_origin(request, project))
+
+
+def _frame_parser(request):
+    """What makes the request's frame in the pool (reading the body is blocking work): raw
+    image bytes, a multipart form's `image` file, or a JSON text frame. Raises
+    PredictionError (`bad_request`) at once for any other Content-Type."""
+    content_type = request.content_type or ""
+    if content_type == "multipart/form-data":
+        return functools.partial(_multipart_frame, request)
+    if content_type in ("application/json", "text/json", "text/plain"):
+        return lambda: parse_text_frame(_body(request), max_image_bytes=settings.MAX_IMAGE_BYTES)
+    if content_type.startswith("image/") or content_type in ("application/octet-stream", ""):
+        return lambda: Frame(id=None, image=_body(request))
+    raise PredictionError(
+        BAD_REQUEST,
+        f"Unsupported Content-Type {content_type!r}: send image bytes (image/*), "
+        'a multipart form with an "image" file, or a JSON object (application/json).',
+    )
+
+
+def _multipart_frame(request) -> Frame:
+    upload = request.FILES.get("image")
+    if upload is None:
+        raise PredictionError(BAD_REQUEST, 'The form has no "image" file.')
+    if upload.size > settings.MAX_IMAGE_BYTES:
+        raise _too_large(upload.size)
+    return Frame(id=None, image=upload.read())
+
+
+def _body(request) -> bytes:
+    declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    if declared > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        raise _too_large(declared)
+    try:
+        return request.body
+    except RequestDataTooBig:
+        raise _too_large(declared) from None
+
+
+def _too_large(size: int) -> PredictionError:
+    return PredictionError(
+        TOO_LARGE, f"The request is {size} bytes; the limit is {settings.MAX_IMAGE_BYTES} bytes."
+    )
