@@ -11,7 +11,7 @@ from django.utils.text import Truncator
 
 from . import services
 from .formats import ACCEPTED_FORMATS_TEXT
-from .models import ModelVersion, Project
+from .models import ModelVersion, Project, hash_token
 
 MESSAGE_CHARS = 90  # of a version's message in the version list
 
@@ -142,8 +142,26 @@ class ReapOnView:
         return super().change_view(request, object_id, form_url, extra_context)
 
 
+class ProjectForm(forms.ModelForm):
+    """The project's fields, and a write-only token: typed once, kept as its hash."""
+
+    token = forms.CharField(
+        required=False,
+        strip=True,
+        label="New token",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Leave empty to keep the current token. A project saved without one gets a "
+        "generated token, shown once.",
+    )
+
+    class Meta:
+        model = Project
+        fields = ["slug", "name", "description", "is_public", "allowed_origins"]
+
+
 @admin.register(Project)
 class ProjectAdmin(ReapOnView, admin.ModelAdmin):
+    form = ProjectForm
     list_display = ["slug", "name", "is_public", "active_version", "demo_link"]
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = [
@@ -178,6 +196,9 @@ class ProjectAdmin(ReapOnView, admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         """Save through the service, so open sockets whose token or origin no longer pass are
         closed; a project without a token gets one, shown this once."""
+        typed = form.cleaned_data.get("token")
+        if typed:
+            obj.token_hash = hash_token(typed)
         new_token = None if obj.token_hash else obj.rotate_token()
         previous_slug = form.initial.get("slug") if change else None
         services.project_save(project=obj, previous_slug=previous_slug)

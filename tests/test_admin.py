@@ -554,3 +554,27 @@ def test_rotating_a_token_replaces_the_hash_and_shows_the_new_token(admin_client
     token = shown_token(response.content.decode(), project.slug)
     project.refresh_from_db()
     assert token != before and project.token_hash == hash_token(token)
+
+
+def test_a_token_typed_in_the_form_is_kept_as_its_hash_and_never_shown(admin_client, project):
+    before = project.token_hash
+    change = f"{PROJECT_LIST}{project.pk}/change/"
+
+    response = admin_client.post(
+        change,
+        {
+            "slug": project.slug,
+            "name": project.name,
+            "description": "",
+            "allowed_origins": "",
+            "token": "typed-token-0123456789",
+            "versions-TOTAL_FORMS": "0",
+            "versions-INITIAL_FORMS": "0",
+        },
+        follow=True,
+    )
+
+    project.refresh_from_db()
+    assert project.token_hash == hash_token("typed-token-0123456789") != before
+    assert "typed-token-0123456789" not in response.content.decode()
+    assert "typed-token-0123456789" not in admin_client.get(change).content.decode()
