@@ -184,6 +184,17 @@ MAX_IMAGE_PIXELS = env.int("MAX_IMAGE_PIXELS", default=25_000_000)
 DECODE_BUDGET_BYTES = env.int("DECODE_BUDGET_BYTES", default=128 * 1024 * 1024)
 # A bare echo WebSocket at /ws/echo/, the floor of the transport for `make bench`.
 ECHO_WEBSOCKET = env.bool("ECHO_WEBSOCKET", default=False)
+# Feedback (images with the label someone gave them): stored examples a project may hold, and
+# feedback requests a minute from one client address over HTTP (429 `busy` beyond) or from one
+# WebSocket connection (`busy` beyond).
+FEEDBACK_MAX_EXAMPLES_PER_PROJECT = env.int("FEEDBACK_MAX_EXAMPLES_PER_PROJECT", default=10_000)
+FEEDBACK_PER_MINUTE = env.int("FEEDBACK_PER_MINUTE", default=30)
+# The image frames a WebSocket keeps for feedback (its last 32 answered ones): bytes per
+# connection, and across the process's connections (the oldest frames go first past either).
+FEEDBACK_FRAMES_PER_CONNECTION_BYTES = env.int(
+    "FEEDBACK_FRAMES_PER_CONNECTION_BYTES", default=8 * 1024 * 1024
+)
+FEEDBACK_FRAMES_BUDGET_BYTES = env.int("FEEDBACK_FRAMES_BUDGET_BYTES", default=64 * 1024 * 1024)
 # Raw request bodies (HTTP predict) may be an image of up to MAX_IMAGE_BYTES, base64-encoded.
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024
 

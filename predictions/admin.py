@@ -1,9 +1,13 @@
-"""Admin: projects, and model versions registered by upload or by S3 key, validated on save."""
+"""Admin: projects, model versions registered by upload or by S3 key (validated on save), and
+the feedback examples people sent."""
+
+import tempfile
+import zipfile
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect, JsonResponse
+from django.http import FileResponse, Http404, HttpResponseRedirect, JsonResponse
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -11,7 +15,7 @@ from django.utils.text import Truncator
 
 from . import services
 from .formats import ACCEPTED_FORMATS_TEXT
-from .models import ModelVersion, Project, hash_token
+from .models import FeedbackExample, ModelVersion, Project, hash_token, model_storage
 
 MESSAGE_CHARS = 90  # of a version's message in the version list
 
@@ -173,7 +177,7 @@ class ProjectAdmin(ReapOnView, admin.ModelAdmin):
         "updated_at",
     ]
     inlines = [VersionInline]
-    actions = ["rotate_tokens"]
+    actions = ["rotate_tokens", "download_feedback", "download_reviewed_feedback"]
 
     class Media:
         js = ["predictions/admin_status.js"]
@@ -213,6 +217,35 @@ class ProjectAdmin(ReapOnView, admin.ModelAdmin):
         for project in queryset:
             token = services.project_rotate_token(project=project)
             self._show_token_once(request, project, token)
+
+    def has_feedback_permission(self, request) -> bool:
+        return request.user.has_perm("predictions.view_feedbackexample")
+
+    @admin.action(description="Download the project's feedback as a zip", permissions=["feedback"])
+    def download_feedback(self, request, queryset):
+        return self._feedback_zip(request, queryset, reviewed_only=False)
+
+    @admin.action(
+        description="Download the project's reviewed feedback as a zip", permissions=["feedback"]
+    )
+    def download_reviewed_feedback(self, request, queryset):
+        return self._feedback_zip(request, queryset, reviewed_only=True)
+
+    def _feedback_zip(self, request, queryset, *, reviewed_only: bool):
+        """The layout `export_feedback` writes (`<label>/<sha256>.<ext>`, `manifest.csv`)."""
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one project.", messages.ERROR)
+            return None
+        project = queryset.get()
+        # On disk, not in memory: a project may hold thousands of images.
+        archive = tempfile.TemporaryFile()
+        with zipfile.ZipFile(archive, "w") as target:
+            services.feedback_export(project=project, target=target, reviewed_only=reviewed_only)
+        archive.seek(0)
+        suffix = "-reviewed" if reviewed_only else ""
+        return FileResponse(
+            archive, as_attachment=True, filename=f"{project.slug}-feedback{suffix}.zip"
+        )
 
     def _show_token_once(self, request, project, token: str) -> None:
         self.message_user(
@@ -410,3 +443,95 @@ def _live_cell(version: ModelVersion, field: str, text: str, *, limit: int = 0):
         text if limit else "",
         shown,
     )
+
+
+IMAGE_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "webp": "image/webp",
+    "bmp": "image/bmp",
+    "gif": "image/gif",
+}
+
+
+@admin.register(FeedbackExample)
+class FeedbackExampleAdmin(admin.ModelAdmin):
+    """Examples anyone may have sent to a public project: staff look at them, mark them
+    reviewed (the export can take those only) or delete them."""
+
+    list_display = [
+        "thumbnail",
+        "project",
+        "label",
+        "predicted",
+        "version",
+        "source",
+        "reviewed",
+        "created_at",
+    ]
+    list_filter = ["project", "label", "reviewed", "source"]
+    list_select_related = ["project", "version"]
+    actions = ["mark_reviewed"]
+    readonly_fields = [
+        "large_image",
+        "project",
+        "label",
+        "predicted",
+        "version",
+        "source",
+        "sha256",
+        "storage_name",
+        "image_format",
+        "created_at",
+    ]
+    fields = [*readonly_fields, "reviewed"]
+
+    def has_add_permission(self, request):
+        return False  # examples come from people's feedback, never from the admin
+
+    @admin.display(description="image")
+    def thumbnail(self, example):
+        return self._img(example, 64)
+
+    @admin.display(description="image")
+    def large_image(self, example):
+        return self._img(example, 256)
+
+    def _img(self, example, size: int):
+        url = reverse("admin:predictions_feedbackexample_image", args=[example.pk])
+        style = f"max-width:{size}px;max-height:{size}px;image-rendering:pixelated"
+        return format_html('<img src="{}" alt="" style="{}" loading="lazy">', url, style)
+
+    def get_urls(self):
+        image = path(
+            "<int:pk>/image/",
+            self.admin_site.admin_view(self.image_view),
+            name="predictions_feedbackexample_image",
+        )
+        return [image, *super().get_urls()]
+
+    def image_view(self, request, pk):
+        """An example's stored image, for staff only (it is not public in the storage)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        example = FeedbackExample.objects.filter(pk=pk).first()
+        if example is None:
+            raise Http404("No such example.")
+        response = FileResponse(
+            model_storage().open(example.storage_name, "rb"),
+            content_type=IMAGE_TYPES.get(example.image_format, "application/octet-stream"),
+        )
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
+    @admin.action(description="Mark the selected examples reviewed", permissions=["change"])
+    def mark_reviewed(self, request, queryset):
+        count = queryset.update(reviewed=True)
+        self.message_user(request, f"Marked {count} example(s) reviewed.", messages.SUCCESS)
+
+    def delete_model(self, request, obj):
+        services.feedback_delete(examples=FeedbackExample.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        services.feedback_delete(examples=queryset)

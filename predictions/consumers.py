@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import re
 import time
 from urllib.parse import parse_qs
@@ -11,9 +12,22 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from . import metrics, selectors, serving, shutdown, swaps
-from .inference.errors import BUSY, Busy, error_reply
+from .inference.errors import (
+    BAD_REQUEST,
+    BUSY,
+    MODEL_UNAVAILABLE,
+    Busy,
+    PredictionError,
+    error_reply,
+)
+from .inference.frames import Frame
+from .models import FeedbackExample, Project
 from .origins import origin_allowed
-from .services import project_group_name
+from .ratelimit import RateLimiter
+from .recent_frames import FrameBudget, FrameNotKept, KeptFrame, RecentFrames
+from .services import feedback_save, project_group_name
+
+logger = logging.getLogger(__name__)
 
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
@@ -183,12 +197,27 @@ class ProjectConsumer(AsyncWebsocketConsumer):
 
 class PredictionConsumer(ProjectConsumer):
     """The contract's protocol on `/ws/projects/<slug>/`: `ready`, image and pixel frames,
-    prediction objects, `model_changed`."""
+    prediction objects, `model_changed`, and feedback on the images it keeps (`recent`)."""
 
     binary_frames = 0  # binary frames received so far: each one's id is its number
+    recent: RecentFrames | None = None  # the image frames kept for feedback
 
     async def project_slug(self) -> str:
         return self.scope["url_route"]["kwargs"]["slug"]
+
+    async def connect(self):
+        self.answering: set[asyncio.Future] = set()  # frames' answers not come yet
+        self.feedback_rate = RateLimiter(settings.FEEDBACK_PER_MINUTE)
+        await super().connect()
+        if self.project is not None:
+            self.recent = RecentFrames(
+                budget=frame_budget(), max_bytes=settings.FEEDBACK_FRAMES_PER_CONNECTION_BYTES
+            )
+
+    async def disconnect(self, code):
+        await super().disconnect(code)
+        if self.recent is not None:
+            self.recent.close()
 
     async def announce_ready(self) -> None:
         model = self.project.model.meta() if self.project.model else None
@@ -208,23 +237,131 @@ class PredictionConsumer(ProjectConsumer):
         if bytes_data is not None:
             frame_id = self.binary_frames
             self.binary_frames += 1
+        feedback = _feedback_request(text_data) if bytes_data is None else None
         message = self.busy_message()
+        if not message and feedback is not None:
+            message = self._feedback_busy_message()
         if not message:
             try:
+                if feedback is not None:
+                    self.queue_answer(self._feedback(feedback, earlier=set(self.answering)))
+                    return
                 if bytes_data is not None:
+                    frames = [Frame(id=frame_id, image=bytes_data)]
                     answer = serving.answer_binary(
                         bytes_data, frame_id=frame_id, project=self.project, received=received
                     )
                 else:
-                    answer = serving.answer_text(text_data, project=self.project, received=received)
+                    frames = []  # the pool adds the frame once it is parsed
+                    answer = serving.answer_text(
+                        text_data, project=self.project, received=received, parsed=frames.append
+                    )
             except Busy as exc:  # the process has as much waiting work as it takes
                 message = exc.message
             else:
-                self.queue_answer(answer)
+                self._queue_remembered(answer, frames)
                 return
         if bytes_data is None:
-            frame_id = _text_frame_id(text_data)
+            frame_id = feedback.get("id") if feedback is not None else _text_frame_id(text_data)
         self.queue_reply(error_reply(frame_id, BUSY, message), busy=True)
+
+    def _queue_remembered(self, answer, frames: list[Frame]) -> None:
+        """Queue a frame's answer, keeping its image for feedback once it is answered."""
+        task = asyncio.ensure_future(self._remember(answer, frames))
+        self.answering.add(task)
+        task.add_done_callback(self.answering.discard)
+        self.queue_answer(task)
+
+    async def _remember(self, answer, frames: list[Frame]) -> dict:
+        reply = await answer
+        if reply["type"] == "prediction" and self.recent is not None and frames:
+            frame = frames[0]
+            if frame.image is None:
+                self.recent.keep_pixels(reply["id"])
+            elif not reply.get("labels"):
+                self.recent.keep_unlabelled(reply["id"])
+            else:
+                self.recent.keep(
+                    reply["id"],
+                    frame.image,
+                    version=reply["model_version"],
+                    predicted=reply["labels"][0]["label"],
+                )
+        return reply
+
+    def _feedback_busy_message(self) -> str | None:
+        if self.feedback_rate.take(""):
+            return (
+                f"Over {settings.FEEDBACK_PER_MINUTE} feedback frames a minute on this "
+                "connection; send this one again later."
+            )
+        return None
+
+    async def _feedback(self, request: dict, *, earlier: set[asyncio.Future]) -> dict:
+        """Store the image of an earlier frame with the label the client gives it."""
+        frame_id = request.get("id")
+        if earlier:  # the frames sent before this one are answered first, as replies are
+            await asyncio.wait(earlier)
+        try:
+            kept = self.recent.find(frame_id)
+            sha256 = await database_sync_to_async(_save_feedback, thread_sensitive=False)(
+                slug=self.slug, frame=kept, label=request.get("label", "")
+            )
+        except FrameNotKept as exc:
+            return self._error(frame_id, PredictionError(BAD_REQUEST, str(exc)))
+        except PredictionError as exc:
+            return self._error(frame_id, exc)
+        except Exception:  # the database or the storage failing: one reply, never the socket
+            logger.exception("could not save feedback for %s", self.slug)
+            message = "The feedback could not be stored right now; it is logged. Try again later."
+            return self._error(frame_id, PredictionError(MODEL_UNAVAILABLE, message))
+        return {"type": "feedback_saved", "id": frame_id, "example": sha256}
+
+    def _error(self, frame_id, exc: PredictionError) -> dict:
+        metrics.observe_error(exc.code, project=self.slug, transport=self.transport)
+        return error_reply(frame_id, exc.code, exc.message)
+
+
+_frame_budget = FrameBudget(0)
+
+
+def frame_budget() -> FrameBudget:
+    """The process's budget of bytes kept for feedback (its limit read afresh: tests vary it)."""
+    _frame_budget.limit = settings.FEEDBACK_FRAMES_BUDGET_BYTES
+    return _frame_budget
+
+
+def _save_feedback(*, slug: str, frame: KeptFrame, label) -> str:
+    """In a thread: store a kept frame's image under `label`; returns the example's sha256."""
+    project = Project.objects.filter(slug=slug).first()
+    if project is None:  # deleted since the connection opened
+        raise PredictionError(MODEL_UNAVAILABLE, f"The project {slug!r} no longer exists.")
+    example = feedback_save(
+        project=project,
+        image_bytes=frame.image,
+        label=label,
+        predicted=frame.predicted,
+        version=frame.version,
+        source=FeedbackExample.Source.PAGE,
+    )
+    return example.sha256
+
+
+# Feedback frames are small: only a text frame this short whose text names the type is parsed
+# on the event loop to look; anything else goes to the pool as a prediction frame.
+FEEDBACK_FRAME_CHARS = 4096
+_FEEDBACK_TYPE = re.compile(r'"type"\s*:\s*"feedback"')
+
+
+def _feedback_request(text: str | None) -> dict | None:
+    """The JSON object of a feedback frame, or None for any other frame."""
+    if not text or len(text) > FEEDBACK_FRAME_CHARS or not _FEEDBACK_TYPE.search(text):
+        return None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) and data.get("type") == "feedback" else None
 
 
 class ConnectionLimit:

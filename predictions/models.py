@@ -153,3 +153,36 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project.slug} v{self.number}"
+
+
+class FeedbackExample(models.Model):
+    """An image someone labelled (a correction or a confirmation), kept in the model storage
+    under `feedback/<slug>/<label>/<sha256>.<ext>`: one row and one file per image and label."""
+
+    class Source(models.TextChoices):
+        PAGE = "page", "demo page or WebSocket"
+        API = "api", "HTTP API"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="feedback")
+    label = models.CharField(max_length=200)
+    predicted = models.CharField(max_length=200, blank=True)
+    version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="feedback"
+    )
+    sha256 = models.CharField(max_length=64)
+    storage_name = models.CharField(max_length=500, help_text="The file in the model storage.")
+    image_format = models.CharField(max_length=10, help_text="The file's extension: png, jpg, ...")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    reviewed = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "sha256", "label"], name="unique_feedback_example"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}: {self.label} ({self.sha256[:12]})"

@@ -173,10 +173,25 @@ def answer_binary(
     )
 
 
-def answer_text(text: str, *, project: ProjectInfo, received: float) -> Coroutine[None, None, dict]:
-    """Queue a JSON text frame; see `answer`."""
+def answer_text(
+    text: str,
+    *,
+    project: ProjectInfo,
+    received: float,
+    parsed: Callable[[Frame], None] | None = None,
+) -> Coroutine[None, None, dict]:
+    """Queue a JSON text frame; see `answer`. `parsed`, when given, is called with the frame
+    once it is parsed (in the pool)."""
     parse = functools.partial(parse_text_frame, text, max_image_bytes=settings.MAX_IMAGE_BYTES)
+    if parsed is not None:
+        parse = functools.partial(_parse_and_tell, parse, parsed)
     return answer(parse, project=project, received=received, transport="websocket")
+
+
+def _parse_and_tell(parse: Callable[[], Frame], parsed: Callable[[Frame], None]) -> Frame:
+    frame = parse()
+    parsed(frame)
+    return frame
 
 
 def answer(

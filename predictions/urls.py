@@ -8,6 +8,7 @@ urlpatterns = [
     path("api/projects/", api.project_list, name="api-project-list"),
     path("api/projects/<slug:slug>/", api.project_detail, name="api-project-detail"),
     path("api/projects/<slug:slug>/predict", api.predict, name="api-predict"),
+    path("api/projects/<slug:slug>/feedback", api.feedback, name="api-feedback"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),

@@ -5,6 +5,7 @@ Each test leaves a screenshot in tests/browser.SCREENSHOT_DIR (test-artifacts/sc
 """
 
 import itertools
+import json
 import re
 
 import pytest
@@ -199,28 +200,52 @@ def test_a_device_with_two_cameras_can_switch_between_them(playwright, site, req
         two_cameras.close()
 
 
+def draw_digit(page, digit: int) -> str:
+    """Draw a digit on a cleared canvas, stroke by stroke; the top label of the last reply."""
+    box = page.locator("#canvas").bounding_box()
+    scale = box["width"] / 280
+    page.click("#clear")
+    for stroke in strokes_on_canvas(digit):
+        before = replies(page)
+        points = [(box["x"] + x * scale, box["y"] + y * scale) for x, y in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for point in points[1:]:
+            page.mouse.move(*point, steps=4)
+        page.mouse.up()
+        wait_for_replies(page, before + 1)  # labels after each stroke
+    return top_label(page)
+
+
 def test_drawn_digits_are_recognised(page, site):
     open_demo(page, site, "digits")
     assert page.locator("#pane-draw").is_visible()  # the digits demo opens on the canvas
-    box = page.locator("#canvas").bounding_box()
-    scale = box["width"] / 280
     guesses = {}
     for digit in range(10):
-        page.click("#clear")
-        for stroke in strokes_on_canvas(digit):
-            before = replies(page)
-            points = [(box["x"] + x * scale, box["y"] + y * scale) for x, y in stroke]
-            page.mouse.move(*points[0])
-            page.mouse.down()
-            for point in points[1:]:
-                page.mouse.move(*point, steps=4)
-            page.mouse.up()
-            wait_for_replies(page, before + 1)  # labels after each stroke
-        guesses[digit] = top_label(page)
+        guesses[digit] = draw_digit(page, digit)
         browser.screenshot(page, f"draw-{digit}")
     right = [digit for digit, guess in guesses.items() if guess == str(digit)]
     print("drawn -> recognised:", guesses)
     assert len(right) >= MIN_DIGITS_RIGHT, guesses
+
+
+def test_a_drawn_digit_is_corrected_on_the_page(page, site):
+    open_demo(page, site, "digits")
+    guess = draw_digit(page, 7)
+    right = "7" if guess != "7" else "1"  # the truth, or another label when it was right
+    page.select_option("#feedback-label", right)
+    page.click("#feedback-actually")
+    page.wait_for_selector("#feedback-status[data-state=saved]")
+    assert page.locator("#feedback-status").inner_text().startswith("Thanks: saved")
+    script = (
+        "import json; from predictions.models import FeedbackExample as F;"
+        "print(json.dumps(list(F.objects.filter(project__slug='digits')"
+        ".values_list('label', 'predicted', 'source', 'storage_name'))))"
+    )
+    output = support.manage("shell", "-c", script, env=site.server.env).stdout
+    [(label, predicted, source, name)] = json.loads(output.splitlines()[-1])
+    assert (label, predicted, source) == (right, guess, "page")
+    assert name.startswith(f"feedback/digits/{right}/") and name.endswith(".png")
 
 
 def test_an_uploaded_or_dropped_image_gets_labels(page, site, tmp_path):

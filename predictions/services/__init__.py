@@ -2,11 +2,20 @@
 
 - `versions`: take in a model file and record a `pending` version; activate; check again.
 - `projects`: save a project or rotate its token; announce changes to its connections.
+- `feedback`: keep an image with the label someone gave it, as data to retrain on.
 - `registration`: the check itself (the job's body, run by the worker or by `register_model`),
   its lease, and the reaper that takes up jobs whose worker died.
 """
 
 from ..inference.errors import ModelValidationError
+from .feedback import (
+    feedback_delete,
+    feedback_export,
+    feedback_image_check,
+    feedback_save,
+    feedback_storage_name,
+    label_segment,
+)
 from .projects import (
     announce_model_change,
     announce_project_change,
@@ -32,6 +41,12 @@ __all__ = [
     "VersionSource",
     "announce_model_change",
     "announce_project_change",
+    "feedback_delete",
+    "feedback_export",
+    "feedback_image_check",
+    "feedback_save",
+    "feedback_storage_name",
+    "label_segment",
     "labels_check",
     "project_group_name",
     "project_rotate_token",

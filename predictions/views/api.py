@@ -1,9 +1,14 @@
-"""The JSON API: project listings and predictions. Scripts and other sites call it without CSRF."""
+"""The JSON API: project listings, predictions and feedback. Scripts and other sites call it
+without CSRF."""
 
 import functools
+import logging
+import math
+import threading
 import time
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
@@ -11,19 +16,24 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
-from .. import selectors, serving
+from .. import selectors, services, serving
 from ..inference.errors import (
     BAD_REQUEST,
     BUSY,
     FORBIDDEN,
     HTTP_STATUS,
+    MODEL_UNAVAILABLE,
     NOT_FOUND,
     TOO_LARGE,
     PredictionError,
     error_reply,
 )
-from ..inference.frames import Frame, parse_text_frame
+from ..inference.frames import Frame, frame_from_json, load_json_object, parse_text_frame
+from ..models import FeedbackExample, Project
 from ..origins import normalise
+from ..ratelimit import RateLimiter
+
+logger = logging.getLogger(__name__)
 
 # What a 429 asks a client to wait: the bounded queues hold about half a second of work.
 RETRY_AFTER_SECONDS = 1
@@ -164,3 +174,98 @@ def _too_large(size: int) -> PredictionError:
     return PredictionError(
         TOO_LARGE, f"The request is {size} bytes; the limit is {settings.MAX_IMAGE_BYTES} bytes."
     )
+
+
+@csrf_exempt
+async def feedback(request, slug):
+    """Keep an image with its right label: 201 `{"type": "feedback_saved", "example": sha256}`."""
+    if request.method == "OPTIONS":
+        return _preflight(request, await sync_to_async(selectors.project_get_info)(slug=slug))
+    if request.method != "POST":
+        return error_response(BAD_REQUEST, "Send the feedback with POST.", status=405)
+    project, refusal = await _authorized_project(request, slug)
+    if refusal:
+        return refusal
+    origin = allowed_origin(request, project)
+    wait = _feedback_limiter().take(request.META.get("REMOTE_ADDR") or "")
+    if wait:
+        response = error_response(
+            BUSY,
+            f"This address sent more than {settings.FEEDBACK_PER_MINUTE} feedback requests in "
+            "a minute; send this one again later.",
+        )
+        response["Retry-After"] = str(max(1, math.ceil(wait)))
+        return with_cors(response, origin)
+    try:
+        # Reading the body, decoding the image, the database and the storage all block.
+        example = await database_sync_to_async(_save_feedback, thread_sensitive=False)(
+            request, slug
+        )
+    except PredictionError as exc:
+        return with_cors(error_response(exc.code, exc.message), origin)
+    except Exception:  # the database or the storage failing: still the contract's JSON
+        logger.exception("could not save feedback for %s", slug)
+        message = "The feedback could not be stored right now; it is logged. Try again later."
+        return with_cors(error_response(MODEL_UNAVAILABLE, message), origin)
+    reply = {"type": "feedback_saved", "example": example.sha256}
+    return with_cors(JsonResponse(reply, status=201), origin)
+
+
+_limiters: dict[int, RateLimiter] = {}
+_limiters_guard = threading.Lock()
+
+
+def _feedback_limiter() -> RateLimiter:
+    """The process's limiter of feedback requests per client address (one per setting value:
+    only tests vary it)."""
+    per_minute = settings.FEEDBACK_PER_MINUTE
+    with _limiters_guard:
+        if per_minute not in _limiters:
+            _limiters[per_minute] = RateLimiter(per_minute)
+        return _limiters[per_minute]
+
+
+def _save_feedback(request, slug) -> FeedbackExample:
+    fields, image = _feedback_fields(request)
+    project = Project.objects.filter(slug=slug).first()
+    if project is None:  # deleted since it was looked up
+        raise PredictionError(NOT_FOUND, f"No project named {slug!r}.")
+    return services.feedback_save(
+        project=project,
+        image_bytes=image,
+        label=fields.get("label", ""),
+        predicted=fields.get("predicted", ""),
+        version=_version_number(fields.get("model_version")),
+        source=FeedbackExample.Source.API,
+    )
+
+
+def _feedback_fields(request) -> tuple[dict, bytes]:
+    """The feedback's fields (`label`, `model_version`, `predicted`) and image bytes, from a
+    multipart form, a JSON object, or query parameters beside a raw image body."""
+    content_type = request.content_type or ""
+    if content_type == "multipart/form-data":
+        return request.POST.dict(), _multipart_frame(request).image
+    if content_type in ("application/json", "text/json", "text/plain"):
+        data = load_json_object(_body(request))
+        frame = frame_from_json(data, max_image_bytes=settings.MAX_IMAGE_BYTES)
+        if frame.image is None:
+            raise PredictionError(BAD_REQUEST, 'Feedback needs an "image", not "pixels".')
+        return data, frame.image
+    if content_type.startswith("image/") or content_type in ("application/octet-stream", ""):
+        return request.GET.dict(), _body(request)
+    raise PredictionError(
+        BAD_REQUEST,
+        f"Unsupported Content-Type {content_type!r}: send image bytes (image/*) with ?label=, "
+        'a multipart form with an "image" file and a "label" field, or a JSON object.',
+    )
+
+
+def _version_number(value) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.isdecimal() and len(value) < 10:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10**9:
+        return value
+    raise PredictionError(BAD_REQUEST, '"model_version" must be a version number.')

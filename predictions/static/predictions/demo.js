@@ -25,6 +25,7 @@ function describeModel(model) {
 }
 
 client.addEventListener("state", ({ detail }) => {
+  if (detail.state !== "open") hideFeedback(); // ids name frames of one connection only
   if (detail.state === "connecting") setStatus("connecting", "Connecting…");
   if (detail.state === "reconnecting") {
     const delay = detail.retryInMs === undefined ? "" : ` in ${(detail.retryInMs / 1000).toFixed(1)} s`;
@@ -38,12 +39,14 @@ client.addEventListener("ready", ({ detail }) => {
   $("token-form").hidden = true;
   $("model-info").textContent = `Model ${describeModel(detail.model)}`;
   if (client.token) sessionStorage.setItem(TOKEN_KEY, client.token);
+  setFeedbackLabels(detail.model);
 });
 
 client.addEventListener("model_changed", ({ detail }) => {
   $("notice").textContent = `Model changed: now ${describeModel(detail.model)}.`;
   $("model-info").textContent = `Model ${describeModel(detail.model)}`;
   setStatus("open", `Connected: ${describeModel(detail.model)}`);
+  setFeedbackLabels(detail.model);
 });
 
 client.addEventListener("error", ({ detail }) => {
@@ -118,7 +121,51 @@ function show(reply) {
   $("rtt").textContent = `Round trip ${reply.roundTripMs.toFixed(0)} ms`;
   $("fps").textContent = replyTimes.length > 1 ? `· ${(((replyTimes.length - 1) * 1000) / (now - replyTimes[0])).toFixed(1)} frames/s` : "";
   $("rtt").dataset.replies = String(Number($("rtt").dataset.replies ?? 0) + 1);
+  offerFeedback(reply);
 }
+
+// --- Feedback: "that's right" or "it's actually ...", for the image shown last ----------------
+
+let feedbackFor = null; // {id, label}: the reply the buttons speak about
+
+function setFeedbackLabels(model) {
+  hideFeedback();
+  $("feedback-label").replaceChildren(...(model?.labels ?? []).map((label) => new Option(label, label)));
+}
+
+function offerFeedback(reply) {
+  const top = reply.labels?.[0]?.label;
+  if (top === undefined || !$("feedback-label").options.length) return hideFeedback();
+  feedbackFor = { id: reply.id, label: top };
+  const select = $("feedback-label");
+  if (select.value === top) select.selectedIndex = (select.selectedIndex + 1) % select.options.length;
+  $("feedback").hidden = false;
+}
+
+function hideFeedback() {
+  feedbackFor = null;
+  $("feedback").hidden = true;
+  setFeedbackStatus("", "");
+}
+
+function setFeedbackStatus(state, text) {
+  $("feedback-status").dataset.state = state;
+  $("feedback-status").textContent = text;
+}
+
+async function sendFeedback(label) {
+  if (!feedbackFor) return;
+  setFeedbackStatus("saving", "Saving…");
+  try {
+    await client.feedback(feedbackFor.id, label);
+    setFeedbackStatus("saved", `Thanks: saved as “${label}”.`);
+  } catch (error) {
+    setFeedbackStatus("error", `Not saved: ${error.message}`);
+  }
+}
+
+$("feedback-right").addEventListener("click", () => sendFeedback(feedbackFor?.label));
+$("feedback-actually").addEventListener("click", () => sendFeedback($("feedback-label").value));
 
 // --- Modes ------------------------------------------------------------------------------------
 
@@ -209,6 +256,7 @@ function clearCanvas() {
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   $("labels").replaceChildren();
+  hideFeedback();
 }
 ctx.lineWidth = 18;
 ctx.lineCap = "round";

@@ -8,6 +8,8 @@
 //
 // predict() resolves with the server's prediction reply (plus `roundTripMs`) and rejects with a
 // ModelServerError whose `code` is the server's error code, or "disconnected" / "closed".
+// feedback(reply.id, "3") tells the server what an image sent on this connection really shows
+// (it keeps the latest ones): it resolves with `{type: "feedback_saved", id, example}`.
 // At most `maxInFlight` frames wait for replies; further predict() calls queue here, in order.
 // A dropped connection is reopened with exponential backoff; a refused one (unknown project,
 // wrong token) is not. Events: "state", "ready", "model_changed", "error".
@@ -109,6 +111,24 @@ export class ModelServerClient extends EventTarget {
     });
   }
 
+  /**
+   * Label an image sent on this connection: `id` is its prediction's `id`, `label` one of the
+   * model's labels. Resolves with the `feedback_saved` reply; rejects with a ModelServerError
+   * (`bad_request` for an id the server no longer keeps or a label not among the model's,
+   * `busy` past its feedback rate). Ids belong to one connection: after a reconnect, earlier
+   * ones name nothing. Frames sent with `topK` all have the id null, so only binary ones work.
+   */
+  feedback(id, label) {
+    if (this.state === "closed") {
+      return Promise.reject(new ModelServerError("closed", "The connection is closed."));
+    }
+    return new Promise((resolve, reject) => {
+      const payload = Promise.resolve(JSON.stringify({ type: "feedback", id, label }));
+      this._queued.push({ payload, resolve, reject });
+      this._pump();
+    });
+  }
+
   async _pump() {
     if (this._pumping) return;
     this._pumping = true;
@@ -154,11 +174,11 @@ export class ModelServerClient extends EventTarget {
     } else if (message.type === "model_changed") {
       this.model = message.model;
       this._emit("model_changed", { model: message.model });
-    } else if (message.type === "prediction" || message.type === "error") {
+    } else if (["prediction", "feedback_saved", "error"].includes(message.type)) {
       const job = this._inFlight.shift();
       if (!job) return;
       const roundTripMs = performance.now() - job.sentAt;
-      if (message.type === "prediction") job.resolve({ ...message, roundTripMs });
+      if (message.type !== "error") job.resolve({ ...message, roundTripMs });
       else job.reject(Object.assign(new ModelServerError(message.code, message.message, message.id), { roundTripMs }));
       this._pump();
     }
