@@ -10,10 +10,10 @@ from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponseRedirect, JsonResponse
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from . import services
+from . import selectors, services
 from .formats import ACCEPTED_FORMATS_TEXT
 from .models import FeedbackExample, ModelVersion, Project, hash_token, model_storage
 
@@ -170,6 +170,7 @@ class ProjectAdmin(ReapOnView, admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = [
         "token_state",
+        "accuracy",
         "active_version",
         "activate_when_ready",
         "demo_link",
@@ -187,6 +188,44 @@ class ProjectAdmin(ReapOnView, admin.ModelAdmin):
         if project.token_hash:
             return "Set (only its hash is kept). Lost it? Use the action “Rotate the token”."
         return "None yet: one is made when the project is saved."
+
+    @admin.display(description="accuracy on feedback")
+    def accuracy(self, project):
+        """Each version's share of feedback that agreed with its answer, and the active
+        version's confusions (label given, label predicted)."""
+        if not project.pk:
+            return "-"
+        shares = selectors.feedback_accuracy(slug=project.slug)
+        if not shares:
+            return "No feedback that names a version's answer yet."
+        rows = format_html_join(
+            "",
+            "<tr><td>v{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((v, s["agreed"], s["total"], f"{s['share']:.0%}") for v, s in shares.items()),
+        )
+        table = format_html(
+            '<table class="accuracy"><tr><th>version</th><th>agreed</th><th>of</th>'
+            "<th>share</th></tr>{}</table>",
+            rows,
+        )
+        active = project.active_version
+        if active is None:
+            return table
+        confusions = [
+            row
+            for row in selectors.feedback_confusion(slug=project.slug, version_number=active.number)
+            if row[0] != row[1]
+        ]
+        if not confusions:
+            return table
+        wrong = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", confusions[:20])
+        return format_html(
+            '{}<p>v{} answered wrongly:</p><table class="confusion"><tr><th>given</th>'
+            "<th>predicted</th><th>times</th></tr>{}</table>",
+            table,
+            active.number,
+            wrong,
+        )
 
     @admin.display(description="demo")
     def demo_link(self, project):

@@ -4,10 +4,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Q
+from django.db.models import Count, F, Q
 
 from .inference.spec import ModelSpec
-from .models import ModelVersion, Project, hash_token
+from .models import FeedbackExample, ModelVersion, Project, hash_token
 from .origins import normalise
 
 
@@ -122,3 +122,41 @@ def project_find_by_model_name(*, name: str) -> ProjectInfo | None:
             "use the project's slug instead."
         )
     return project_info(matches[0]) if matches else None
+
+
+def _judged_feedback(slug: str):
+    """Feedback that says what a version answered (`predicted`) and what was right (`label`)."""
+    return FeedbackExample.objects.filter(project__slug=slug, version__isnull=False).exclude(
+        predicted=""
+    )
+
+
+def feedback_accuracy(*, slug: str) -> dict[str, dict]:
+    """Per version number (a string, as JSON keys are): how often its answer was the label
+    people gave, `{"agreed": n, "total": m, "share": n / m}`."""
+    rows = (
+        _judged_feedback(slug)
+        .values("version__number")
+        .annotate(total=Count("id"), agreed=Count("id", filter=Q(predicted=F("label"))))
+        .order_by("version__number")
+    )
+    return {
+        str(row["version__number"]): {
+            "agreed": row["agreed"],
+            "total": row["total"],
+            "share": round(row["agreed"] / row["total"], 4),
+        }
+        for row in rows
+    }
+
+
+def feedback_confusion(*, slug: str, version_number: int) -> list[tuple[str, str, int]]:
+    """(label given, label predicted, count) for one version, the most frequent first."""
+    rows = (
+        _judged_feedback(slug)
+        .filter(version__number=version_number)
+        .values_list("label", "predicted")
+        .annotate(count=Count("id"))
+        .order_by("-count", "label", "predicted")
+    )
+    return list(rows)

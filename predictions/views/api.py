@@ -102,8 +102,15 @@ async def project_list(request):
 
 @require_GET
 async def project_detail(request, slug):
+    """One project; with its accuracy per version for staff and a private project's token
+    holders (a public project's feedback comes from anyone)."""
     project, refusal = await _authorized_project(request, slug)
-    return refusal or with_cors(JsonResponse(project.as_json()), allowed_origin(request, project))
+    if refusal:
+        return refusal
+    data = project.as_json()
+    if not project.is_public or (await request.auser()).is_staff:
+        data["accuracy"] = await sync_to_async(selectors.feedback_accuracy)(slug=slug)
+    return with_cors(JsonResponse(data), allowed_origin(request, project))
 
 
 @csrf_exempt
