@@ -94,6 +94,17 @@ async def _authorized_project(request, slug):
     return project, None
 
 
+async def _posted_project(request, slug, *, sending: str):
+    """For the POST routes: the project, or the response a client gets instead (a CORS
+    preflight's answer, 405 for another method, 404 or 403 as `_authorized_project`)."""
+    if request.method == "OPTIONS":
+        project = await sync_to_async(selectors.project_get_info)(slug=slug)
+        return None, _preflight(request, project)
+    if request.method != "POST":
+        return None, error_response(BAD_REQUEST, f"Send {sending} with POST.", status=405)
+    return await _authorized_project(request, slug)
+
+
 @require_GET
 async def project_list(request):
     projects = await sync_to_async(selectors.project_list_public)()
@@ -116,11 +127,7 @@ async def project_detail(request, slug):
 @csrf_exempt
 async def predict(request, slug):
     received = time.perf_counter()
-    if request.method == "OPTIONS":
-        return _preflight(request, await sync_to_async(selectors.project_get_info)(slug=slug))
-    if request.method != "POST":
-        return error_response(BAD_REQUEST, "Send the image with POST.", status=405)
-    project, refusal = await _authorized_project(request, slug)
+    project, refusal = await _posted_project(request, slug, sending="the image")
     if refusal:
         return refusal
     # Cancelled when daphne has answered already (its --http-timeout) or the client went
@@ -186,11 +193,7 @@ def _too_large(size: int) -> PredictionError:
 @csrf_exempt
 async def feedback(request, slug):
     """Keep an image with its right label: 201 `{"type": "feedback_saved", "example": sha256}`."""
-    if request.method == "OPTIONS":
-        return _preflight(request, await sync_to_async(selectors.project_get_info)(slug=slug))
-    if request.method != "POST":
-        return error_response(BAD_REQUEST, "Send the feedback with POST.", status=405)
-    project, refusal = await _authorized_project(request, slug)
+    project, refusal = await _posted_project(request, slug, sending="the feedback")
     if refusal:
         return refusal
     origin = allowed_origin(request, project)
