@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.files.storage import storages
+from django.core.validators import MaxValueValidator
 from django.db import models
 
 from .formats import ModelFormat
@@ -78,6 +79,21 @@ class Project(models.Model):
         related_name="+",
         help_text="The version to put in service once its check passes (the latest request).",
     )
+    candidate = models.ForeignKey(
+        "ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="A ready version that answers a share of the traffic beside the one in "
+        "service (a canary): each new connection and each HTTP request is given it by that "
+        "share and keeps it.",
+    )
+    candidate_share = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(100)],
+        help_text="The candidate's share of new connections and requests, in percent (0-100).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -142,6 +158,9 @@ class ModelVersion(models.Model):
     task_id = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Set by the registration job once the version is ready, when the project has enough
+    # feedback: how it and the version then in service do on the same stored examples.
+    feedback_score = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -186,3 +205,29 @@ class FeedbackExample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project.slug}: {self.label} ({self.sha256[:12]})"
+
+
+class UsageMinute(models.Model):
+    """What one project's version answered in one minute, added up over every process: frames
+    answered, errors by code, and latency as counts in fixed buckets (so rows of several
+    processes add up). Version 0: frames answered with no version (no model in service)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="usage")
+    version_number = models.PositiveIntegerField(default=0)
+    minute = models.DateTimeField()
+    answered = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=dict, help_text="Error code -> count.")
+    latency_buckets = models.JSONField(
+        default=list, help_text="Counts of answered frames per latency bucket (see usage.py)."
+    )
+
+    class Meta:
+        ordering = ["-minute"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "version_number", "minute"], name="unique_usage_minute"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} v{self.version_number} {self.minute:%Y-%m-%d %H:%M}"
