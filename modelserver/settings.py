@@ -195,6 +195,15 @@ FEEDBACK_FRAMES_PER_CONNECTION_BYTES = env.int(
     "FEEDBACK_FRAMES_PER_CONNECTION_BYTES", default=8 * 1024 * 1024
 )
 FEEDBACK_FRAMES_BUDGET_BYTES = env.int("FEEDBACK_FRAMES_BUDGET_BYTES", default=64 * 1024 * 1024)
+# A new version is scored on the project's latest stored examples (at most this many) beside the
+# version in service, once its check passes; with fewer than the minimum it is not scored.
+FEEDBACK_SCORE_MAX_EXAMPLES = env.int("FEEDBACK_SCORE_MAX_EXAMPLES", default=500)
+FEEDBACK_SCORE_MIN_EXAMPLES = env.int("FEEDBACK_SCORE_MIN_EXAMPLES", default=20)
+# Usage per project, version and minute (predictions/usage.py): counted in each web process's
+# memory and added into the database by a thread every USAGE_FLUSH_SECONDS (and at exit; 0: no
+# thread, no flush unless called); rows older than USAGE_KEEP_DAYS are deleted.
+USAGE_FLUSH_SECONDS = env.float("USAGE_FLUSH_SECONDS", default=60.0)
+USAGE_KEEP_DAYS = env.int("USAGE_KEEP_DAYS", default=30)
 # Raw request bodies (HTTP predict) may be an image of up to MAX_IMAGE_BYTES, base64-encoded.
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024
 

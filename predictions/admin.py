@@ -3,6 +3,7 @@ the feedback examples people sent."""
 
 import tempfile
 import zipfile
+from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
@@ -10,10 +11,11 @@ from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponseRedirect, JsonResponse
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from . import selectors, services
+from . import selectors, services, tasks, usage
 from .formats import ACCEPTED_FORMATS_TEXT
 from .models import FeedbackExample, ModelVersion, Project, hash_token, model_storage
 
@@ -93,6 +95,10 @@ class VersionColumns:
         """The message's start in the list (the whole text is its tooltip and on its page)."""
         return _live_cell(version, "message", version.validation_message, limit=MESSAGE_CHARS)
 
+    @admin.display(description="score on stored feedback")
+    def feedback_score_cell(self, version):
+        return _score_text(version.feedback_score)
+
     @admin.display(description="runtime", ordering="runtime")
     def runtime_cell(self, version):
         return _live_cell(version, "runtime", version.runtime)
@@ -125,6 +131,7 @@ class VersionInline(VersionColumns, admin.TabularInline):
         "labels_count",
         "size",
         "sha256_prefix",
+        "feedback_score_cell",
         "short_message_cell",
     ]
     readonly_fields = fields
@@ -160,16 +167,34 @@ class ProjectForm(forms.ModelForm):
 
     class Meta:
         model = Project
-        fields = ["slug", "name", "description", "is_public", "allowed_origins"]
+        fields = [
+            "slug", "name", "description", "is_public", "allowed_origins",
+            "candidate", "candidate_share",
+        ]  # fmt: skip
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "candidate_share" in self.fields:  # left out: no share (forms posted by scripts)
+            self.fields["candidate_share"].required = False
+        if "candidate" in self.fields:  # only this project's ready versions may be candidates
+            versions = ModelVersion.objects.filter(
+                project_id=self.instance.pk, status=ModelVersion.Status.READY
+            )
+            self.fields["candidate"].queryset = versions.exclude(pk=self.instance.active_version_id)
+
+    def clean_candidate_share(self) -> int:
+        return self.cleaned_data.get("candidate_share") or 0
 
 
 @admin.register(Project)
 class ProjectAdmin(ReapOnView, admin.ModelAdmin):
     form = ProjectForm
-    list_display = ["slug", "name", "is_public", "active_version", "demo_link"]
+    list_display = ["slug", "name", "is_public", "active_version", "canary_state", "demo_link"]
+    list_select_related = ["active_version", "candidate"]
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = [
         "token_state",
+        "canary",
         "accuracy",
         "active_version",
         "activate_when_ready",
@@ -178,10 +203,66 @@ class ProjectAdmin(ReapOnView, admin.ModelAdmin):
         "updated_at",
     ]
     inlines = [VersionInline]
-    actions = ["rotate_tokens", "download_feedback", "download_reviewed_feedback"]
+    actions = [
+        "rotate_tokens",
+        "promote_candidate",
+        "end_canary",
+        "download_feedback",
+        "download_reviewed_feedback",
+    ]
 
     class Media:
         js = ["predictions/admin_status.js"]
+
+    def get_readonly_fields(self, request, obj=None):
+        """The canary's fields put a version in service for some: the activate permission."""
+        if self.has_activate_permission(request):
+            return self.readonly_fields
+        return [*self.readonly_fields, "candidate", "candidate_share"]
+
+    def has_activate_permission(self, request) -> bool:
+        return request.user.has_perm(services.ACTIVATE_PERMISSION)
+
+    @admin.display(description="canary")
+    def canary_state(self, project):
+        if project.candidate_id is None:
+            return "-"
+        return f"v{project.candidate.number} at {project.candidate_share}%"
+
+    @admin.display(description="canary: the versions side by side")
+    def canary(self, project):
+        """The version in service and the candidate: their traffic share, frames answered in
+        the last hour and day, and their accuracy on feedback."""
+        if not project.pk or project.active_version_id is None:
+            return "-"
+        versions = [(project.active_version, 100 - project.candidate_share, "in service")]
+        if project.candidate_id is not None:
+            versions.append((project.candidate, project.candidate_share, "candidate"))
+        accuracy = selectors.feedback_accuracy(slug=project.slug)
+        now = timezone.now()
+        hour = usage.usage_by_version(project=project, since=now - timedelta(hours=1))
+        day = usage.usage_by_version(project=project, since=now - timedelta(days=1))
+        rows = []
+        for version, share, role in versions:
+            judged = accuracy.get(str(version.number))
+            rows.append(
+                (
+                    f"v{version.number}",
+                    role,
+                    f"{share}%",
+                    hour.get(version.number, {}).get("answered", 0),
+                    day.get(version.number, {}).get("answered", 0),
+                    f"{judged['share']:.0%} ({judged['agreed']} of {judged['total']})"
+                    if judged
+                    else "no feedback yet",
+                )
+            )
+        return format_html(
+            '<table class="canary"><tr><th>version</th><th>role</th><th>share of new '
+            "traffic</th><th>frames, last hour</th><th>last day</th><th>accuracy on feedback"
+            "</th></tr>{}</table>",
+            format_html_join("", "<tr>" + "<td>{}</td>" * 6 + "</tr>", rows),
+        )
 
     @admin.display(description="token")
     def token_state(self, project):
@@ -257,6 +338,29 @@ class ProjectAdmin(ReapOnView, admin.ModelAdmin):
             token = services.project_rotate_token(project=project)
             self._show_token_once(request, project, token)
 
+    @admin.action(
+        description="Promote the candidate (put it in service; ends the canary)",
+        permissions=["activate"],
+    )
+    def promote_candidate(self, request, queryset):
+        self._each_canary(request, queryset, services.canary_promote, "now serves v{}")
+
+    @admin.action(
+        description="End the canary (its connections go back to the version in service)",
+        permissions=["activate"],
+    )
+    def end_canary(self, request, queryset):
+        self._each_canary(request, queryset, services.canary_end, "no longer tries v{}")
+
+    def _each_canary(self, request, queryset, change, done: str) -> None:
+        for project in queryset.select_related("candidate"):
+            if project.candidate is None:
+                self.message_user(request, f"{project.slug} has no candidate.", messages.ERROR)
+                continue
+            number = project.candidate.number
+            change(project=project, actor=request.user)
+            self.message_user(request, f"{project.slug} {done.format(number)}.", messages.SUCCESS)
+
     def has_feedback_permission(self, request) -> bool:
         return request.user.has_perm("predictions.view_feedbackexample")
 
@@ -317,13 +421,14 @@ class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
     class Media:
         js = ["predictions/admin_status.js"]
 
-    actions = ["activate_version", "revalidate_versions"]
+    actions = ["activate_version", "revalidate_versions", "score_versions"]
     readonly_fields = [
         "project",
         "number",
         "status_cell",
         "is_active",
         "message_cell",
+        "feedback_score_cell",
         "file",
         "source",
         "original_name",
@@ -457,6 +562,16 @@ class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
             services.version_recheck(version=version)
         self.message_user(request, f"Queued {queryset.count()} check(s) for the worker.")
 
+    @admin.action(description="Score on stored feedback again", permissions=["change"])
+    def score_versions(self, request, queryset):
+        ready = queryset.filter(status=ModelVersion.Status.READY)
+        for version in ready:
+            tasks.score_version.enqueue(version.pk)
+        message = f"Queued {len(ready)} ready version(s) for the worker to score."
+        if left := queryset.count() - len(ready):
+            message += f" {left} not ready, left out."
+        self.message_user(request, message)
+
 
 def _active_text(version: ModelVersion) -> str:
     project = version.project
@@ -465,6 +580,26 @@ def _active_text(version: ModelVersion) -> str:
     if project.activate_when_ready_id == version.pk:
         return "when ready"
     return ""
+
+
+def _score_text(score: dict) -> str:
+    """A version's score on stored feedback in words, beside the version then in service's."""
+    if not score:
+        return "Not scored yet."
+    if "error" in score:
+        return f"Scoring failed: {score['error']}"
+    if "skipped" in score:
+        return f"Not scored: {score['skipped']}"
+    examples = score["examples"]
+    text = f"{score['share']:.1%} ({score['agreed']} of {examples} examples)"
+    if score["active_version"] is not None:
+        text += (
+            f"; v{score['active_version']}, then in service: {score['active_share']:.1%} "
+            f"({score['active_agreed']} of {examples})"
+        )
+    if score["unreadable"]:
+        text += f"; {score['unreadable']} unreadable example(s) left out"
+    return text
 
 
 def _live_cell(version: ModelVersion, field: str, text: str, *, limit: int = 0):

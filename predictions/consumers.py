@@ -23,7 +23,7 @@ from .inference.errors import (
 from .inference.frames import Frame
 from .models import FeedbackExample, Project
 from .origins import origin_allowed
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, address_busy_message, feedback_limiter
 from .recent_frames import FrameBudget, FrameNotKept, KeptFrame, RecentFrames
 from .services import feedback_save, project_group_name
 
@@ -37,7 +37,8 @@ CLOSE_TRY_LATER = 4013  # the process holds MAX_CONNECTIONS sockets (autobahn se
 class ProjectConsumer(AsyncWebsocketConsumer):
     """A WebSocket serving one project: the Origin and token checks in `connect()`, frames
     bounded and rate-limited, replies sent in the order their frames arrived, and version
-    swaps followed through the project's group.
+    swaps followed through the project's group. A connection is given its version on connect
+    (a canary's candidate, by its share) and keeps it while that version serves.
 
     Subclasses name the project (`project_slug`), turn frames into answers in `receive`
     (`busy_message`, then `queue_answer` or `queue_reply`), and say what the client hears on
@@ -103,7 +104,7 @@ class ProjectConsumer(AsyncWebsocketConsumer):
         if not project.token_matches(_query_token(self.scope)):
             await self.refuse(CLOSE_FORBIDDEN)
             return
-        self.project = project
+        self.project = project.assigned()  # a canary's candidate, by its share, or not
         swaps.watch_activations()
         shutdown.track(self)
         metrics.WEBSOCKETS.inc()
@@ -141,7 +142,12 @@ class ProjectConsumer(AsyncWebsocketConsumer):
     def queue_reply(self, reply, *, busy: bool = False) -> None:
         """Queue a reply known already, behind the answers still coming."""
         if busy:
-            metrics.observe_error(BUSY, project=self.slug, transport=self.transport)
+            metrics.observe_error(
+                BUSY,
+                project=self.slug,
+                transport=self.transport,
+                version=serving.version_number(self.project),
+            )
         done = asyncio.get_running_loop().create_future()
         done.set_result(reply)
         self.replies.put_nowait((done, False))
@@ -167,6 +173,8 @@ class ProjectConsumer(AsyncWebsocketConsumer):
             self.project = None
             await self.refuse(CLOSE_FORBIDDEN)
             return
+        # Kept while it is in service or the candidate; moved to the one in service otherwise.
+        project = project.following(_version_id(self.project))
         unchanged = _version_id(project) == _version_id(self.project)
         self.project = project
         if unchanged:  # announced twice (by the activating process and a watcher): once is enough
@@ -290,12 +298,16 @@ class PredictionConsumer(ProjectConsumer):
         return reply
 
     def _feedback_busy_message(self) -> str | None:
+        """Why a feedback frame is `busy`: over the connection's budget, or over its client
+        address's (shared with HTTP feedback and the address's other sockets)."""
         if self.feedback_rate.take(""):
             return (
                 f"Over {settings.FEEDBACK_PER_MINUTE} feedback frames a minute on this "
                 "connection; send this one again later."
             )
-        return None
+        client = self.scope.get("client") or ("",)
+        wait = feedback_limiter().take(client[0] or "")
+        return address_busy_message(wait) if wait else None
 
     async def _feedback(self, request: dict, *, earlier: set[asyncio.Future]) -> dict:
         """Store the image of an earlier frame with the label the client gives it."""
@@ -318,7 +330,12 @@ class PredictionConsumer(ProjectConsumer):
         return {"type": "feedback_saved", "id": frame_id, "example": sha256}
 
     def _error(self, frame_id, exc: PredictionError) -> dict:
-        metrics.observe_error(exc.code, project=self.slug, transport=self.transport)
+        metrics.observe_error(
+            exc.code,
+            project=self.slug,
+            transport=self.transport,
+            version=serving.version_number(self.project),
+        )
         return error_reply(frame_id, exc.code, exc.message)
 
 

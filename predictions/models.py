@@ -103,6 +103,26 @@ class Project(models.Model):
     def __str__(self) -> str:
         return self.name or self.slug
 
+    def clean(self):
+        """A candidate is another ready version of this project, given a share of traffic."""
+        candidate = self.candidate
+        if candidate is None:
+            if self.candidate_share:
+                raise ValidationError(
+                    {"candidate_share": "Choose a candidate version, or set the share to 0."}
+                )
+            return
+        if candidate.project_id != self.pk:
+            raise ValidationError({"candidate": "The candidate must be a version of this project."})
+        if candidate.status != ModelVersion.Status.READY:
+            raise ValidationError(
+                {"candidate": f"Version {candidate.number} is not ready ({candidate.status})."}
+            )
+        if candidate.pk == self.active_version_id:
+            raise ValidationError(
+                {"candidate": f"Version {candidate.number} is in service already."}
+            )
+
     def rotate_token(self) -> str:
         """Give the project a new token (saved by the caller) and return it: the only time
         it is seen, since only its hash is kept."""

@@ -4,6 +4,8 @@ import math
 import threading
 import time
 
+from django.conf import settings
+
 # Keys held at most: past this, keys whose bucket has refilled are forgotten.
 MAX_KEYS = 10_000
 
@@ -40,3 +42,25 @@ class RateLimiter:
         ]
         for key in full:
             del self._buckets[key]
+
+
+_feedback_limiters: dict[int, RateLimiter] = {}
+_feedback_guard = threading.Lock()
+
+
+def feedback_limiter() -> RateLimiter:
+    """The process's budget of feedback per client address, `FEEDBACK_PER_MINUTE`: HTTP
+    requests and WebSocket feedback frames together (one limiter per value of the setting:
+    only tests vary it)."""
+    per_minute = settings.FEEDBACK_PER_MINUTE
+    with _feedback_guard:
+        if per_minute not in _feedback_limiters:
+            _feedback_limiters[per_minute] = RateLimiter(per_minute)
+        return _feedback_limiters[per_minute]
+
+
+def address_busy_message(wait: float) -> str:
+    return (
+        f"This address sent more than {settings.FEEDBACK_PER_MINUTE} feedback requests in a "
+        f"minute; send this one again in {max(1, math.ceil(wait))} s."
+    )

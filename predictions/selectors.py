@@ -1,7 +1,8 @@
 """Reads: projects and their active versions, as plain snapshots the serving path can hold."""
 
+import random
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from django.db.models import Count, F, Q
@@ -21,6 +22,8 @@ class ProjectInfo:
     model: ModelSpec | None
     allowed_origins: tuple[str, ...] = ()
     updated_at: datetime | None = None
+    candidate: ModelSpec | None = None  # a canary: answers `candidate_share` % of newcomers
+    candidate_share: int = 0
 
     def token_matches(self, token: str | None) -> bool:
         """Public projects take anyone; private ones need the token whose hash they keep
@@ -30,6 +33,21 @@ class ProjectInfo:
         if not token or not self.token_hash:
             return False
         return secrets.compare_digest(hash_token(token).encode(), self.token_hash.encode())
+
+    def assigned(self, *, draw=random.random) -> "ProjectInfo":
+        """The project as one new connection or request sees it: its `model` is the candidate
+        for `candidate_share` percent of draws, the version in service otherwise."""
+        if self.candidate is not None and draw() * 100 < self.candidate_share:
+            return replace(self, model=self.candidate)
+        return self
+
+    def following(self, version_id: int | None) -> "ProjectInfo":
+        """The project as a connection on `version_id` sees it after a change: it keeps that
+        version while it is the one in service or the candidate, and moves to the one in
+        service otherwise."""
+        if self.candidate is not None and version_id == self.candidate.version_id:
+            return replace(self, model=self.candidate)
+        return self
 
     def as_json(self) -> dict:
         return {
@@ -59,7 +77,17 @@ def version_spec(version: ModelVersion) -> ModelSpec:
 
 
 def project_info(project: Project) -> ProjectInfo:
+    """A snapshot of the project with its version in service and its candidate (a candidate
+    is one only while it is ready, not in service, and has a share)."""
     version = project.active_version
+    candidate = project.candidate
+    if (
+        candidate is None
+        or candidate.status != ModelVersion.Status.READY
+        or candidate.pk == project.active_version_id
+        or not project.candidate_share
+    ):
+        candidate = None
     return ProjectInfo(
         slug=project.slug,
         name=project.name,
@@ -69,16 +97,20 @@ def project_info(project: Project) -> ProjectInfo:
         model=version_spec(version) if version else None,
         allowed_origins=tuple(normalise(origin) for origin in project.allowed_origins.split()),
         updated_at=project.updated_at,
+        candidate=version_spec(candidate) if candidate else None,
+        candidate_share=project.candidate_share if candidate else 0,
     )
 
 
 def project_get_info(*, slug: str) -> ProjectInfo | None:
-    project = Project.objects.select_related("active_version").filter(slug=slug).first()
+    project = (
+        Project.objects.select_related("active_version", "candidate").filter(slug=slug).first()
+    )
     return project_info(project) if project else None
 
 
 def project_list_public() -> list[ProjectInfo]:
-    projects = Project.objects.select_related("active_version").filter(is_public=True)
+    projects = Project.objects.select_related("active_version", "candidate").filter(is_public=True)
     return [project_info(project) for project in projects]
 
 
@@ -103,7 +135,7 @@ def project_find_by_model_name(*, name: str) -> ProjectInfo | None:
         return project
     basename = name.rsplit("/", 1)[-1]
     # A superset (LIKE ignores case on SQLite): the exact comparison is made below.
-    candidates = Project.objects.select_related("active_version").filter(
+    candidates = Project.objects.select_related("active_version", "candidate").filter(
         Q(active_version__file=name)
         | Q(active_version__original_name=name)
         | Q(active_version__file__endswith=f"/{basename}")

@@ -258,7 +258,12 @@ async def answer_outputs(parse, *, project: ProjectInfo, received: float) -> np.
         job = inference_pool().submit(_prepare, parse, project)
         prepared, output, submitted = await _infer(job, project)
     except PredictionError as exc:
-        metrics.observe_error(exc.code, project=project.slug, transport=LEGACY_WEBSOCKET)
+        metrics.observe_error(
+            exc.code,
+            project=project.slug,
+            transport=LEGACY_WEBSOCKET,
+            version=version_number(project),
+        )
         raise
     finished = time.perf_counter()
     timings = frame_timings(
@@ -266,7 +271,9 @@ async def answer_outputs(parse, *, project: ProjectInfo, received: float) -> np.
         inference_ms=(finished - submitted) * 1000,
         total_ms=(finished - received) * 1000,
     )
-    metrics.observe_prediction(timings, project=project.slug, transport=LEGACY_WEBSOCKET)
+    metrics.observe_prediction(
+        timings, project=project.slug, transport=LEGACY_WEBSOCKET, version=project.model.number
+    )
     return output
 
 
@@ -323,7 +330,12 @@ async def _answer(job: Future, frame_id, project: ProjectInfo, received: float, 
         return _error_reply(own_id, exc, project, transport)
     except Exception:  # A bug must cost one reply, never the connection.
         return _error_reply(frame_id, _server_failed(project), project, transport)
-    metrics.observe_prediction(reply["timings_ms"], project=project.slug, transport=transport)
+    metrics.observe_prediction(
+        reply["timings_ms"],
+        project=project.slug,
+        transport=transport,
+        version=project.model.number,
+    )
     return reply
 
 
@@ -338,5 +350,12 @@ def _model_failed(exc: Exception) -> PredictionError:
 
 
 def _error_reply(frame_id, exc: PredictionError, project: ProjectInfo, transport: str) -> dict:
-    metrics.observe_error(exc.code, project=project.slug, transport=transport)
+    metrics.observe_error(
+        exc.code, project=project.slug, transport=transport, version=version_number(project)
+    )
     return error_reply(frame_id, exc.code, exc.message)
+
+
+def version_number(project: ProjectInfo) -> int | None:
+    """The number of the version a frame of `project` was given (None: none in service)."""
+    return project.model.number if project.model else None

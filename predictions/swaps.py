@@ -3,8 +3,8 @@
 With Redis every process shares the channel layer, and whoever activates a version (the admin
 of any web process, the worker) announces it to all. The in-memory layer (`make run`) reaches
 only its own process, so a web process on it watches the database instead: every
-`MODEL_SWAP_POLL_SECONDS` it compares each project's active version with the last it saw and
-announces the changes on its own layer.
+`MODEL_SWAP_POLL_SECONDS` it compares each project's active version and canary with the last it
+saw and announces the changes on its own layer.
 """
 
 import asyncio
@@ -31,8 +31,12 @@ def watch_activations() -> None:
         _watcher = asyncio.get_running_loop().create_task(_watch())
 
 
-def _active_versions() -> dict[str, int | None]:
-    return dict(Project.objects.values_list("slug", "active_version_id"))
+def _active_versions() -> dict[str, tuple]:
+    """Each project's version in service and its canary (candidate, share)."""
+    rows = Project.objects.values_list(
+        "slug", "active_version_id", "candidate_id", "candidate_share"
+    )
+    return {slug: tuple(versions) for slug, *versions in rows}
 
 
 async def _watch() -> None:
@@ -45,9 +49,9 @@ async def _watch() -> None:
         except Exception:  # The database is away for a moment: look again next round.
             logger.exception("could not read the active versions")
             continue
-        for slug, version_id in current.items():
-            if slug in seen and seen[slug] != version_id:
+        for slug, versions in current.items():
+            if slug in seen and seen[slug] != versions:
                 await layer.group_send(
-                    project_group_name(slug), {"type": "model.changed", "version_id": version_id}
+                    project_group_name(slug), {"type": "model.changed", "version_id": versions[0]}
                 )
         seen = current

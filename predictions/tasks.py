@@ -14,3 +14,15 @@ def check_version(version_id: int) -> str:
     if version is None:
         return "deleted"
     return version_check(version=version).status
+
+
+@task()
+def score_version(version_id: int) -> dict:
+    """Score a ready version on its project's stored feedback again; returns the score ({} for
+    a version deleted or no longer ready)."""
+    from .services.scoring import version_score
+
+    version = ModelVersion.objects.filter(pk=version_id, status=ModelVersion.Status.READY).first()
+    if version is None:
+        return {}
+    return version_score(version=version)

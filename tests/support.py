@@ -265,3 +265,21 @@ def register(project, path: Path, *, labels=COLOR_LABELS, activate=True, is_publ
         return services.version_register(
             project=project, upload=upload, labels=list(labels), activate=activate, **options
         )
+
+
+def judged_feedback_rows(project, versions: dict, rows) -> None:
+    """Feedback rows (no files) for `(version number, label given, label predicted)` triples,
+    `versions` mapping numbers to ModelVersions: what accuracy counts are made of."""
+    from predictions.models import FeedbackExample
+
+    for i, (number, label, predicted) in enumerate(rows):
+        FeedbackExample.objects.create(
+            project=project,
+            label=label,
+            predicted=predicted,
+            version=versions[number],
+            sha256=f"{i:064x}",
+            storage_name=f"feedback/{project.slug}/{label}/{i:064x}.png",
+            image_format="png",
+            source=FeedbackExample.Source.API,
+        )

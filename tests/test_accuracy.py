@@ -3,7 +3,7 @@ on the project's admin page."""
 
 import pytest
 
-from predictions.models import FeedbackExample, Project
+from predictions.models import Project
 from tests import support
 
 pytestmark = pytest.mark.django_db
@@ -31,17 +31,7 @@ def project(trained):
         1: support.register(project, trained.colors, activate=False),
         2: support.register(project, trained.colors),
     }
-    for i, (number, label, predicted) in enumerate(FEEDBACK):
-        FeedbackExample.objects.create(
-            project=project,
-            label=label,
-            predicted=predicted,
-            version=versions[number],
-            sha256=f"{i:064x}",
-            storage_name=f"feedback/colors/{label}/{i:064x}.png",
-            image_format="png",
-            source=FeedbackExample.Source.API,
-        )
+    support.judged_feedback_rows(project, versions, FEEDBACK)
     project.refresh_from_db()
     return project
 

@@ -123,6 +123,34 @@ async def test_feedback_past_the_rate_limit_is_busy(colors, settings):
     assert "feedback frames a minute" in replies[2]["message"]
 
 
+async def test_one_address_shares_its_feedback_budget_across_its_sockets(colors, settings):
+    settings.FEEDBACK_PER_MINUTE = 2
+    sockets = []
+    try:
+        for address in ("192.0.2.1", "192.0.2.1", "192.0.2.2"):
+            communicator = WebsocketCommunicator(application, "/ws/projects/colors/")
+            communicator.scope["client"] = (address, 50000)  # as daphne sets it
+            connected, _ = await communicator.connect(timeout=TIMEOUT)
+            assert connected and (await receive(communicator))["type"] == "ready"
+            await communicator.send_to(bytes_data=encode(solid_image("red"), "PNG"))
+            await receive(communicator)
+            sockets.append(communicator)
+        first, second, elsewhere = sockets
+        replies = [
+            await feedback(first, 0, "red"),
+            await feedback(second, 0, "red"),
+            await feedback(second, 0, "green"),  # the address's third in a minute
+            await feedback(elsewhere, 0, "red"),
+        ]
+    finally:
+        for communicator in sockets:
+            await communicator.disconnect()
+    assert [reply["type"] for reply in replies] == [
+        "feedback_saved", "feedback_saved", "error", "feedback_saved",
+    ]  # fmt: skip
+    assert replies[2]["code"] == "busy" and "This address" in replies[2]["message"]
+
+
 async def test_the_byte_budgets_drop_the_oldest_frames(colors, settings):
     red, green = encode(solid_image("red"), "PNG"), encode(solid_image("green"), "PNG")
     settings.FEEDBACK_FRAMES_PER_CONNECTION_BYTES = len(red) + len(green)

@@ -2,12 +2,15 @@
 
 - `versions`: take in a model file and record a `pending` version; activate; check again.
 - `projects`: save a project or rotate its token; announce changes to its connections.
+- `canary`: promote a project's candidate version, or end its canary.
 - `feedback`: keep an image with the label someone gave it, as data to retrain on.
+- `scoring`: a version's score on the project's stored feedback, beside the version in service.
 - `registration`: the check itself (the job's body, run by the worker or by `register_model`),
   its lease, and the reaper that takes up jobs whose worker died.
 """
 
 from ..inference.errors import ModelValidationError
+from .canary import canary_end, canary_promote
 from .feedback import (
     feedback_delete,
     feedback_export,
@@ -24,6 +27,7 @@ from .projects import (
     project_save,
 )
 from .registration import registrations_reap, version_check
+from .scoring import version_score
 from .versions import (
     ACTIVATE_PERMISSION,
     VersionSource,
@@ -41,6 +45,8 @@ __all__ = [
     "VersionSource",
     "announce_model_change",
     "announce_project_change",
+    "canary_end",
+    "canary_promote",
     "feedback_delete",
     "feedback_export",
     "feedback_image_check",
@@ -56,6 +62,7 @@ __all__ = [
     "version_check",
     "version_recheck",
     "version_register",
+    "version_score",
     "version_source",
     "version_submit",
 ]

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError
 
+from .. import metrics
 from ..inference.errors import BAD_REQUEST, MODEL_UNAVAILABLE, PredictionError
 from ..inference.images import decode_bytes, load_image, open_image, shared_budget
 from ..models import FeedbackExample, ModelVersion, Project, model_storage
@@ -112,7 +113,7 @@ def feedback_save(
     if not storage.exists(name):
         name = storage.save(name, ContentFile(image_bytes))
     try:
-        return FeedbackExample.objects.create(
+        example = FeedbackExample.objects.create(
             project=project,
             label=label,
             predicted=predicted,
@@ -124,6 +125,8 @@ def feedback_save(
         )
     except IntegrityError:  # the same example, saved by a concurrent request just now
         return FeedbackExample.objects.get(project=project, sha256=sha256, label=label)
+    metrics.observe_feedback(project=project.slug, source=str(source))
+    return example
 
 
 def feedback_delete(*, examples) -> int:

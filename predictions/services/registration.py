@@ -5,8 +5,13 @@ of `REGISTRATION_LEASE_SECONDS`. A worker that dies (killed, dyno restarted) sto
 and `registrations_reap` (run by every worker) queues the version again, or fails it with a
 reason after `REGISTRATION_MAX_ATTEMPTS` takes. Every write of the outcome is conditional on
 the attempt that claimed the version, so a job that lost its lease cannot overwrite a newer one.
+
+A version that passes is scored on its project's stored feedback (`scoring.feedback_score`)
+while still `checking`, under the lease: a worker that dies scoring it is taken up as one that
+died checking it, and the outcome, the score and the activation are then recorded together.
 """
 
+import copy
 import logging
 import threading
 from datetime import timedelta
@@ -21,6 +26,7 @@ from ..formats import ModelFormat
 from ..inference.errors import ModelUnavailable, ModelValidationError, one_line
 from ..models import ModelVersion, Project
 from ..storage import file_cache, storage_fetch_key, store_once
+from .scoring import feedback_score
 from .versions import enqueue_check, version_activate
 
 logger = logging.getLogger(__name__)
@@ -31,7 +37,9 @@ Status = ModelVersion.Status
 def version_check(*, version: ModelVersion) -> ModelVersion:
     """Claim a `pending` version, check its file in a child process, and record `ready` (then
     activate it when that was asked for) or `failed` with the reason. A version that is not
-    pending (another job has it, or it is done) is returned as it is."""
+    pending (another job has it, or it is done) is returned as it is. A version that passes is
+    scored on the project's stored feedback first (a failure to score is kept in words and
+    never fails the version)."""
     claimed = ModelVersion.objects.filter(pk=version.pk, status=Status.PENDING).update(
         status=Status.CHECKING,
         attempts=F("attempts") + 1,
@@ -51,7 +59,8 @@ def version_check(*, version: ModelVersion) -> ModelVersion:
             logger.exception("checking %s failed unexpectedly", version)
             _finish(version, attempt, Status.FAILED, message=f"The check failed: {one_line(exc)}")
         else:
-            _finish(version, attempt, Status.READY, **outcome)
+            score = feedback_score(_as_checked(version, outcome))
+            _finish(version, attempt, Status.READY, feedback_score=score, **outcome)
     version.refresh_from_db()
     return version
 
@@ -81,6 +90,15 @@ def _check(version: ModelVersion) -> dict:
         "compiled_file": compiled_file,
         "compiled_sha256": report.compiled_sha256,
     }
+
+
+def _as_checked(version: ModelVersion, outcome: dict) -> ModelVersion:
+    """The version with the fields its check found (a copy, not saved): what scoring runs."""
+    checked = copy.copy(version)
+    for field, value in outcome.items():
+        if field != "message":
+            setattr(checked, field, value)
+    return checked
 
 
 def _local_copy(version: ModelVersion):

@@ -85,7 +85,7 @@ def version_submit(
     needs the activate permission for that. Shell commands pass none."""
     labels_check(labels)
     if activate:
-        _require_activate_permission(actor)
+        require_activate_permission(actor)
     if source.local_path is not None:
         name = f"projects/{project.slug}/{source.sha256}{source.format.suffix}"
         with open(source.local_path, "rb") as handle:
@@ -152,7 +152,7 @@ def version_activate(*, version: ModelVersion, actor=None) -> bool:
     """Put a version in service and tell every server process to swap it in; a version still
     being checked is put in service when it is ready instead. Returns whether it is live now.
     An `actor` (a user) needs the activate permission; shell commands pass none."""
-    _require_activate_permission(actor)
+    require_activate_permission(actor)
     status = version.status
     if status in (ModelVersion.Status.PENDING, ModelVersion.Status.CHECKING):
         Project.objects.filter(pk=version.project_id).update(activate_when_ready=version)
@@ -167,7 +167,12 @@ def version_activate(*, version: ModelVersion, actor=None) -> bool:
     with transaction.atomic():
         project.active_version = version
         project.activate_when_ready = None
-        project.save(update_fields=["active_version", "activate_when_ready", "updated_at"])
+        fields = ["active_version", "activate_when_ready", "updated_at"]
+        if project.candidate_id == version.pk:  # the candidate promoted: the canary is over
+            project.candidate = None
+            project.candidate_share = 0
+            fields += ["candidate", "candidate_share"]
+        project.save(update_fields=fields)
         transaction.on_commit(lambda: announce_model_change(project.slug, version.pk))
     logger.info("activated %s", version)
     return True
@@ -186,7 +191,7 @@ def version_recheck(*, version: ModelVersion) -> None:
         enqueue_check(version)
 
 
-def _require_activate_permission(actor) -> None:
+def require_activate_permission(actor) -> None:
     if actor is not None and not actor.has_perm(ACTIVATE_PERMISSION):
         raise PermissionDenied("You may not put versions in service (the activate permission).")
 

@@ -4,7 +4,6 @@ without CSRF."""
 import functools
 import logging
 import math
-import threading
 import time
 
 from asgiref.sync import sync_to_async
@@ -31,7 +30,7 @@ from ..inference.errors import (
 from ..inference.frames import Frame, frame_from_json, load_json_object, parse_text_frame
 from ..models import FeedbackExample, Project
 from ..origins import normalise
-from ..ratelimit import RateLimiter
+from ..ratelimit import address_busy_message, feedback_limiter
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +129,7 @@ async def predict(request, slug):
     project, refusal = await _posted_project(request, slug, sending="the image")
     if refusal:
         return refusal
+    project = project.assigned()  # a canary's candidate, by its share, or not
     # Cancelled when daphne has answered already (its --http-timeout) or the client went
     # away: the frame is then dropped from whichever queue holds it.
     try:
@@ -197,13 +197,9 @@ async def feedback(request, slug):
     if refusal:
         return refusal
     origin = allowed_origin(request, project)
-    wait = _feedback_limiter().take(request.META.get("REMOTE_ADDR") or "")
+    wait = feedback_limiter().take(request.META.get("REMOTE_ADDR") or "")
     if wait:
-        response = error_response(
-            BUSY,
-            f"This address sent more than {settings.FEEDBACK_PER_MINUTE} feedback requests in "
-            "a minute; send this one again later.",
-        )
+        response = error_response(BUSY, address_busy_message(wait))
         response["Retry-After"] = str(max(1, math.ceil(wait)))
         return with_cors(response, origin)
     try:
@@ -219,20 +215,6 @@ async def feedback(request, slug):
         return with_cors(error_response(MODEL_UNAVAILABLE, message), origin)
     reply = {"type": "feedback_saved", "example": example.sha256}
     return with_cors(JsonResponse(reply, status=201), origin)
-
-
-_limiters: dict[int, RateLimiter] = {}
-_limiters_guard = threading.Lock()
-
-
-def _feedback_limiter() -> RateLimiter:
-    """The process's limiter of feedback requests per client address (one per setting value:
-    only tests vary it)."""
-    per_minute = settings.FEEDBACK_PER_MINUTE
-    with _limiters_guard:
-        if per_minute not in _limiters:
-            _limiters[per_minute] = RateLimiter(per_minute)
-        return _limiters[per_minute]
 
 
 def _save_feedback(request, slug) -> FeedbackExample:

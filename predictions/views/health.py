@@ -9,6 +9,7 @@ from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .. import metrics as _metrics  # noqa: F401  (registers this server's metrics)
 from ..models import model_storage
 
 logger = logging.getLogger(__name__)
@@ -63,4 +64,13 @@ async def metrics(request):
             )
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
-    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    text = await sync_to_async(_exposition, thread_sensitive=False)()
+    return HttpResponse(text, content_type=CONTENT_TYPE_LATEST)
+
+
+def _exposition() -> bytes:
+    """The registry's text, in a thread: the feedback collector counts in the database."""
+    try:
+        return generate_latest()
+    finally:
+        connection.close()
