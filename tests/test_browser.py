@@ -4,6 +4,7 @@ against a live daphne process with its own database and models in a real S3 serv
 Each test leaves a screenshot in tests/browser.SCREENSHOT_DIR (test-artifacts/screenshots).
 """
 
+import hashlib
 import itertools
 import json
 import re
@@ -24,8 +25,8 @@ MIN_DIGITS_RIGHT = 7
 
 
 class Site:
-    def __init__(self, server, other_port):
-        self.server, self.other_port = server, other_port
+    def __init__(self, server, other_port, bucket):
+        self.server, self.other_port, self.bucket = server, other_port, bucket
         self.url = server.url
 
 
@@ -61,7 +62,7 @@ def site(tmp_path_factory, s3_server, trained, digits_model_path):
         server = support.DaphneServer(env, folder / "daphne.log")
         worker = support.WorkerProcess(env, folder / "worker.log")  # versions added in the admin
         with support.running(server, worker):
-            yield Site(server, other_port)
+            yield Site(server, other_port, bucket)
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +230,7 @@ def test_drawn_digits_are_recognised(page, site):
     assert len(right) >= MIN_DIGITS_RIGHT, guesses
 
 
-def test_a_drawn_digit_is_corrected_on_the_page(page, site):
+def test_a_drawn_digit_is_corrected_on_the_page(page, site, tmp_path):
     open_demo(page, site, "digits")
     guess = draw_digit(page, 7)
     right = "7" if guess != "7" else "1"  # the truth, or another label when it was right
@@ -246,6 +247,11 @@ def test_a_drawn_digit_is_corrected_on_the_page(page, site):
     [(label, predicted, source, name)] = json.loads(output.splitlines()[-1])
     assert (label, predicted, source) == (right, guess, "page")
     assert name.startswith(f"feedback/digits/{right}/") and name.endswith(".png")
+    stored = site.bucket.client.get_object(Bucket=site.bucket.name, Key=name)["Body"].read()
+    assert hashlib.sha256(stored).hexdigest() == name.rsplit("/", 1)[1].removesuffix(".png")
+    exported = tmp_path / "export"
+    support.manage("export_feedback", "digits", str(exported), env=site.server.env)
+    assert (exported / right / name.rsplit("/", 1)[1]).read_bytes() == stored
 
 
 def test_an_uploaded_or_dropped_image_gets_labels(page, site, tmp_path):

@@ -339,6 +339,8 @@ def test_a_30_percent_canary_splits_100_connections_and_promotion_swaps_them_all
                 answered_by.append(json.loads(response.read())["model_version"])
         assert set(answered_by) == {1, 2}
         assert within_tolerance(answered_by.count(2), REQUESTS, SHARE / 100), answered_by
+        print(f"candidate: {on_candidate} of {CONNECTIONS} connections, "
+              f"{answered_by.count(2)} of {REQUESTS} requests")  # fmt: skip
 
         admin = support.AdminSession(server.url)
         admin.login(*ADMIN)
