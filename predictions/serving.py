@@ -18,6 +18,7 @@ import numpy as np
 from django.conf import settings
 
 from . import metrics
+from .inference import preprocess
 from .inference.batching import BatcherClosed, BatcherFull
 from .inference.cache import ModelCache
 from .inference.errors import (
@@ -78,6 +79,7 @@ def load_runtime(spec: ModelSpec) -> tuple[object, int]:
         name=spec.compiled_file, sha256=spec.compiled_sha256, suffix=".tflite"
     )
     runtime = LiteRTRuntime(str(path), threads=settings.LITERT_THREADS)
+    preprocess.load_tools(spec)
     metrics.MODEL_LOADS.inc()
     return runtime, path.stat().st_size
 

