@@ -225,6 +225,7 @@ async def test_activation_swaps_the_model_on_open_connections(socket, trained):
 
 async def test_frames_over_the_rate_limit_are_busy(socket, settings):
     settings.MAX_FRAMES_PER_SECOND = 5  # read when a connection opens
+    settings.MAX_PENDING_FRAMES = 100  # the rate limit, not the waiting frames, answers busy
     limited = await connect("/ws/projects/colors/")
     try:
         await receive(limited)
