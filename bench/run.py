@@ -44,6 +44,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 if str(PROJECT_DIR) not in sys.path:
     sys.path.insert(0, str(PROJECT_DIR))
 
+from variants import measure_variants  # noqa: E402  (bench/variants.py)
+
 from harness import servers  # noqa: E402
 from harness.worst_images import memory_bytes, reset_peak, worst_images  # noqa: E402
 from predictions.demo import DIGIT_LABELS, train_digits_model  # noqa: E402
@@ -888,6 +890,20 @@ def goals(result: dict) -> dict:
             result["startup"]["first_prediction_never_loaded_s"], 2.0, at_most=True
         ),
         "ws_fps1_over_original_fps1": goal(fps["1"]["fps"] / original_fps1, 10, at_most=False),
+        **{
+            f"{model}_int8_rate_over_float": goal(
+                result["variants"][model]["int8_vs_float"]["rate"], 1.5, at_most=False
+            )
+            for model in ("MobileNetV2", "ResNet50")
+            if model in result["variants"]
+        },
+        **{
+            f"{model}_int8_size_over_float": goal(
+                result["variants"][model]["int8_vs_float"]["size"], 0.35, at_most=True
+            )
+            for model in ("MobileNetV2", "ResNet50")
+            if model in result["variants"]
+        },
     }
 
 
@@ -941,6 +957,8 @@ def run(folder: Path, stack: contextlib.ExitStack) -> dict:
 
     result["original"] = measure_original(folder, env, bucket, specs["mnv2-a"], photos, stack)
     result["registration_child"] = measure_registration_child()
+    log("smaller variants: MobileNetV2 and ResNet50 as float, int8 and float16 (about 2 minutes)")
+    result["variants"] = measure_variants(folder / "variants")
     return result
 
 

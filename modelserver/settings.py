@@ -199,6 +199,12 @@ FEEDBACK_FRAMES_BUDGET_BYTES = env.int("FEEDBACK_FRAMES_BUDGET_BYTES", default=6
 # version in service, once its check passes; with fewer than the minimum it is not scored.
 FEEDBACK_SCORE_MAX_EXAMPLES = env.int("FEEDBACK_SCORE_MAX_EXAMPLES", default=500)
 FEEDBACK_SCORE_MIN_EXAMPLES = env.int("FEEDBACK_SCORE_MIN_EXAMPLES", default=20)
+# A version's int8 and float16 variants may be served only when their top-1 agrees with the
+# float artifact's on at least this share of the project's stored examples (as scored above),
+# or, with fewer than FEEDBACK_SCORE_MIN_EXAMPLES of them, of VARIANT_PARITY_INPUTS generated
+# inputs.
+VARIANT_MIN_AGREEMENT = env.float("VARIANT_MIN_AGREEMENT", default=0.99)
+VARIANT_PARITY_INPUTS = env.int("VARIANT_PARITY_INPUTS", default=200)
 # Usage per project, version and minute (predictions/usage.py): counted in each web process's
 # memory and added into the database by a thread every USAGE_FLUSH_SECONDS (and at exit; 0: no
 # thread, no flush unless called); rows older than USAGE_KEEP_DAYS are deleted.

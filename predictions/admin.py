@@ -16,7 +16,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
 from . import selectors, services, tasks, usage
-from .formats import ACCEPTED_FORMATS_TEXT
+from .formats import ACCEPTED_FORMATS_TEXT, ModelFormat
 from .models import FeedbackExample, ModelVersion, Project, hash_token, model_storage
 
 MESSAGE_CHARS = 90  # of a version's message in the version list
@@ -72,6 +72,23 @@ class ModelVersionAddForm(forms.ModelForm):
         except services.ModelValidationError as exc:
             raise forms.ValidationError(f"The model was refused: {exc}") from None
         return cleaned
+
+
+class ModelVersionChangeForm(forms.ModelForm):
+    """A version's page: the one field that changes there is the variant it is served as (for
+    staff with the activate permission), and only to one that agrees with the float version."""
+
+    class Meta:
+        model = ModelVersion
+        fields = ["serve_variant"]
+
+    def clean_serve_variant(self) -> str:
+        variant = self.cleaned_data["serve_variant"]
+        try:
+            services.variant_check(self.instance, variant)
+        except services.ModelValidationError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return variant
 
 
 class VersionColumns:
@@ -444,13 +461,13 @@ class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
         "runtime",
         "compiled_file",
         "compiled_sha256",
+        "variants_table",
         "attempts",
         "created_at",
     ]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
-        if obj is None:
-            kwargs["form"] = ModelVersionAddForm
+        kwargs["form"] = ModelVersionAddForm if obj is None else ModelVersionChangeForm
         form = super().get_form(request, obj, change=change, **kwargs)
         if obj is None and not self.has_activate_permission(request):
             # A declared field stays in the form class whatever `fields` says: drop it, so a
@@ -459,7 +476,11 @@ class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
         return form
 
     def get_readonly_fields(self, request, obj=None):
-        return self.readonly_fields if obj else []
+        if obj is None:
+            return []
+        if self.has_activate_permission(request):  # the served variant: as activating is
+            return self.readonly_fields
+        return [*self.readonly_fields, "serve_variant"]
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -467,7 +488,9 @@ class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
                 "project", "upload", "s3_key", "labels_text", "resize", "scale_min", "scale_max",
             ]  # fmt: skip
             return fields + (["activate"] if self.has_activate_permission(request) else [])
-        return self.readonly_fields
+        fields = list(self.readonly_fields)
+        fields.insert(fields.index("variants_table") + 1, "serve_variant")
+        return fields
 
     def has_activate_permission(self, request) -> bool:
         return request.user.has_perm(services.ACTIVATE_PERMISSION)
@@ -488,8 +511,12 @@ class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
         )
 
     def save_model(self, request, obj, form, change):
-        if change:  # A new version was saved by `save_form` through the service.
-            super().save_model(request, obj, form, change)
+        # A new version was saved by `save_form` through the service. On a version's page the
+        # one field that changes is its served variant, written alone (a check may be running).
+        if change and "serve_variant" in form.changed_data:
+            services.version_serve_variant(
+                version=obj, variant=obj.serve_variant, actor=request.user
+            )
 
     def save_related(self, request, form, formsets, change):
         # A new version never went through `form.save()`, so the form has no `save_m2m`;
@@ -535,6 +562,10 @@ class ModelVersionAdmin(ReapOnView, VersionColumns, admin.ModelAdmin):
                 for v in versions
             }
         )
+
+    @admin.display(description="variants")
+    def variants_table(self, version):
+        return _variants_table(version)
 
     @admin.action(
         description="Activate the selected version (when it is ready)", permissions=["activate"]
@@ -600,6 +631,62 @@ def _score_text(score: dict) -> str:
     if score["unreadable"]:
         text += f"; {score['unreadable']} unreadable example(s) left out"
     return text
+
+
+def _variants_table(version: ModelVersion):
+    """Each variant's size, speed and agreement with the float artifact, and which one serves."""
+    variants = version.variants
+    if not variants:
+        return "Not measured yet (measured when a check passes)."
+    float_ = ModelVersion.Variant.FLOAT.value
+    served = selectors.served_variant(version)
+    reference = variants.get(float_, {})
+    rows = []
+    for variant in ModelVersion.Variant.values:
+        entry = variants.get(variant)
+        if entry is None:
+            continue
+        if "size_bytes" not in entry:  # not made: why
+            rows.append(format_html('<td>{}</td><td colspan="5">{}</td>', variant, entry["error"]))
+            continue
+        size = filesizeformat(entry["size_bytes"])
+        if variant != float_ and reference.get("size_bytes"):
+            size += f" ({entry['size_bytes'] / reference['size_bytes']:.2f}x)"
+        cells = (
+            variant,
+            size,
+            f"{entry['ms_per_frame']:.3g}" if "ms_per_frame" in entry else "-",
+            _agreement_text(entry) if variant != float_ else "(the reference)",
+            "yes" if variant == float_ or entry.get("eligible") else "no",
+            _served_text(version, variant, served),
+        )
+        rows.append(format_html_join("", "<td>{}</td>", ((cell,) for cell in cells)))
+    table = format_html(
+        "<table><thead><tr><th>variant</th><th>size</th><th>ms per frame</th>"
+        "<th>top-1 agreement with float</th><th>eligible</th><th>served</th></tr></thead>"
+        "<tbody>{}</tbody></table>",
+        format_html_join("", "<tr>{}</tr>", ((row,) for row in rows)),
+    )
+    if "error" in variants:
+        table += format_html("<p>{}</p>", variants["error"])
+    if version.format == ModelFormat.TFLITE:
+        table += format_html("<p>{}</p>", "Smaller variants are made from Keras and HDF5 files.")
+    return table
+
+
+def _agreement_text(entry: dict) -> str:
+    if entry.get("agreement") is None:
+        return entry.get("skipped", "not measured")
+    on = "stored feedback examples" if entry["on"] == "feedback" else "generated parity inputs"
+    return f"{entry['agreement']:.1%} of {entry['examples']} {on}"
+
+
+def _served_text(version: ModelVersion, variant: str, served: str) -> str:
+    if variant == served:
+        return "served"
+    if variant == version.serve_variant:
+        return "chosen, but not eligible: the float artifact serves"
+    return ""
 
 
 def _live_cell(version: ModelVersion, field: str, text: str, *, limit: int = 0):

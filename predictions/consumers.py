@@ -187,10 +187,12 @@ class ProjectConsumer(AsyncWebsocketConsumer):
         # Kept while it is in service or the candidate; moved to the one in service otherwise.
         project = project.following(_version_id(self.project))
         unchanged = _version_id(project) == _version_id(self.project)
+        new_artifact = not selectors.same_artifact(project.model, self.project.model)
         self.project = project
-        if unchanged:  # announced twice (by the activating process and a watcher): once is enough
+        if new_artifact:  # another version, or the same one served as another variant
+            self._preload()
+        if unchanged:  # announced twice, or only the variant changed: the client hears nothing
             return
-        self._preload()
         await self.announce_swap()
 
     def _preload(self) -> None:

@@ -145,6 +145,7 @@ class ModelVersion(models.Model):
     # Shared with the serving path, which reads them off a ModelSpec.
     Runtime = spec.Runtime
     Resize = spec.Resize
+    Variant = spec.Variant
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()
@@ -171,6 +172,19 @@ class ModelVersion(models.Model):
         max_length=500, blank=True, help_text="The LiteRT artifact in the model storage."
     )
     compiled_sha256 = models.CharField(max_length=64, blank=True)
+    # Smaller LiteRT variants made by the check beside the float artifact, measured by the
+    # registration job (services/variants.py): {"float": {"size_bytes", "ms_per_frame"},
+    # "int8": {"file", "sha256", "size_bytes", "ms_per_frame", "agreement", "examples", "on",
+    # "eligible"} or {"error"}, "float16": ...}.
+    variants = models.JSONField(default=dict, blank=True)
+    serve_variant = models.CharField(
+        max_length=10,
+        choices=Variant.choices,
+        default=Variant.FLOAT,
+        verbose_name="served variant",
+        help_text="The artifact this version is served as. A smaller variant may be chosen only "
+        "while its top-1 agrees with the float version's often enough (VARIANT_MIN_AGREEMENT).",
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     validation_message = models.TextField(blank=True)
     # The registration job: its task, how often a worker took it up, and the lease a worker

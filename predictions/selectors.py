@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.db.models import Count, F, Q
 
-from .inference.spec import ModelSpec
+from .inference.spec import ModelSpec, Variant
 from .models import FeedbackExample, ModelVersion, Project, hash_token
 from .origins import normalise
 
@@ -58,7 +58,23 @@ class ProjectInfo:
         }
 
 
-def version_spec(version: ModelVersion) -> ModelSpec:
+def served_variant(version: ModelVersion) -> str:
+    """The variant a version is served as: the one chosen for it (`serve_variant`) while its
+    measures say it agrees with the float artifact (`eligible`), the float artifact otherwise."""
+    chosen = version.serve_variant
+    if chosen != Variant.FLOAT and version.variants.get(chosen, {}).get("eligible") is True:
+        return chosen
+    return Variant.FLOAT.value
+
+
+def version_spec(version: ModelVersion, *, variant: str | None = None) -> ModelSpec:
+    """The version as the serving path runs it: its artifact is the `variant`'s (by default
+    the one it is served as, `served_variant`)."""
+    variant = variant or served_variant(version)
+    compiled_file, compiled_sha256 = version.compiled_file, version.compiled_sha256
+    if variant != Variant.FLOAT:
+        artifact = version.variants[variant]
+        compiled_file, compiled_sha256 = artifact["file"], artifact["sha256"]
     return ModelSpec(
         version_id=version.pk,
         number=version.number,
@@ -71,9 +87,18 @@ def version_spec(version: ModelVersion) -> ModelSpec:
         scale_max=version.scale_max,
         runtime=version.runtime,
         format=version.format,
-        compiled_file=version.compiled_file,
-        compiled_sha256=version.compiled_sha256,
+        compiled_file=compiled_file,
+        compiled_sha256=compiled_sha256,
     )
+
+
+def same_artifact(a: ModelSpec | None, b: ModelSpec | None) -> bool:
+    """Whether two snapshots run the same artifact: the same version served as the same
+    variant (a variant chosen for the version in service changes the artifact, not the
+    version)."""
+    if a is None or b is None:
+        return a is b
+    return (a.version_id, a.compiled_sha256) == (b.version_id, b.compiled_sha256)
 
 
 def project_info(project: Project) -> ProjectInfo:

@@ -3,8 +3,8 @@
 With Redis every process shares the channel layer, and whoever activates a version (the admin
 of any web process, the worker) announces it to all. The in-memory layer (`make run`) reaches
 only its own process, so a web process on it watches the database instead: every
-`MODEL_SWAP_POLL_SECONDS` it compares each project's active version and canary with the last it
-saw and announces the changes on its own layer.
+`MODEL_SWAP_POLL_SECONDS` it compares each project's active version and canary (and the variant
+each is served as) with the last it saw and announces the changes on its own layer.
 """
 
 import asyncio
@@ -32,9 +32,15 @@ def watch_activations() -> None:
 
 
 def _active_versions() -> dict[str, tuple]:
-    """Each project's version in service and its canary (candidate, share)."""
+    """Each project's version in service and its canary (candidate, share), and the variant
+    each of the two is served as."""
     rows = Project.objects.values_list(
-        "slug", "active_version_id", "candidate_id", "candidate_share"
+        "slug",
+        "active_version_id",
+        "candidate_id",
+        "candidate_share",
+        "active_version__serve_variant",
+        "candidate__serve_variant",
     )
     return {slug: tuple(versions) for slug, *versions in rows}
 

@@ -267,6 +267,19 @@ def register(project, path: Path, *, labels=COLOR_LABELS, activate=True, is_publ
         )
 
 
+def staff_client(client, *codenames):
+    """Log `client` in as a staff user holding only the named permissions of the predictions
+    app; returns it."""
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user("staff", password="staff-password-1", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="predictions", codename__in=codenames)
+    )
+    client.force_login(user)
+    return client
+
+
 def judged_feedback_rows(project, versions: dict, rows) -> None:
     """Feedback rows (no files) for `(version number, label given, label predicted)` triples,
     `versions` mapping numbers to ModelVersions: what accuracy counts are made of."""

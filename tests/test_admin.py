@@ -5,7 +5,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
@@ -13,7 +13,7 @@ from django_tasks_db.models import DBTaskResult
 from predictions import services, tasks
 from predictions.models import ModelVersion, Project, hash_token, model_storage
 from predictions.storage import file_cache
-from tests.support import COLOR_LABELS, register
+from tests.support import COLOR_LABELS, register, staff_client
 
 pytestmark = pytest.mark.django_db
 
@@ -438,16 +438,6 @@ def test_showing_versions_takes_up_a_check_whose_worker_died(
 
 
 # --- Least privilege -------------------------------------------------------------------------
-
-
-def staff_client(client, *codenames):
-    """A logged-in staff user holding only the named permissions of the predictions app."""
-    user = User.objects.create_user("staff", password="staff-password-1", is_staff=True)
-    user.user_permissions.set(
-        Permission.objects.filter(content_type__app_label="predictions", codename__in=codenames)
-    )
-    client.force_login(user)
-    return client
 
 
 def test_view_only_staff_cannot_activate_or_recheck(client, project, trained):

@@ -6,12 +6,13 @@ sandbox reads it back); `sandbox` starts it confined, in OUT_DIR. With `--vet-on
 vets the file (`vet_model`: its config and structure, with json and h5py), which is how the
 server's own processes have a file vetted without parsing it themselves. Otherwise a `.keras`
 or `.h5` file is vetted, loaded with Keras in safe mode, run once
-on a blank input, exported to LiteRT and checked for parity (`conversion`); a model that does
-not convert, or whose LiteRT answers differ from Keras's, fails in words naming why (the web
-process serves LiteRT only, so Keras never runs there). The Keras model is dropped
-before the converter runs, the peak of the check. A `.tflite` file is checked with
-LiteRT alone (`formats.tflite.check`): that path never imports TensorFlow, which the report
-says (`tensorflow_loaded`).
+on a blank input, exported to LiteRT and checked for parity (`conversion`), then converted
+again to smaller variants (int8 and float16 weights: one that does not convert is left out,
+with the reason); a model that does not convert, or whose LiteRT answers differ from Keras's,
+fails in words naming why (the web process serves LiteRT only, so Keras never runs there).
+The Keras model is dropped before the converter runs, the peak of the check. A `.tflite`
+file is checked with LiteRT alone (`formats.tflite.check`; it has no variants): that path
+never imports TensorFlow, which the report says (`tensorflow_loaded`).
 """
 
 import argparse
@@ -91,16 +92,43 @@ def _check_keras(module, source: Path, out_dir: Path, scale: tuple[float, float]
     conversion.release_keras()
     try:
         compiled = conversion.convert_saved_model(saved_model, out_dir / "compiled.tflite")
-        shutil.rmtree(saved_model)
         actual = conversion.litert_outputs(compiled, inputs)
         parity = conversion.parity_difference(expected, actual)
     except Exception as exc:
         raise _not_converted(exc) from None
-    report.update(runtime="litert", compiled_path=str(compiled))
+    variants = _convert_variants(saved_model, out_dir, inputs, expected.shape)
+    shutil.rmtree(saved_model)
+    report.update(runtime="litert", compiled_path=str(compiled), variants=variants)
     report["message"] += (
         f" Compiled to LiteRT: max abs difference {parity:.2e} on {len(inputs)} inputs."
     )
     return report
+
+
+def _convert_variants(saved_model: Path, out_dir: Path, inputs, output_shape) -> dict:
+    """The smaller variants (`conversion.SMALLER_VARIANTS`), each run once on the parity
+    inputs: `{"int8": {"path", "artifact_sha256", "artifact_bytes"}, "float16": {"error":
+    "<why there is none>"}}`. A variant that does not convert or run is left out with the
+    reason; the version does not depend on its variants."""
+    import numpy as np
+
+    from . import conversion
+
+    variants = {}
+    for variant in conversion.SMALLER_VARIANTS:
+        target = out_dir / f"compiled.{variant}.tflite"
+        try:
+            conversion.convert_saved_model(saved_model, target, variant=variant)
+            outputs = conversion.litert_outputs(target, inputs)
+            if outputs.shape != output_shape or not np.isfinite(outputs).all():
+                raise ValueError("its outputs on the parity inputs are not finite, or misshapen")
+        except Exception as exc:  # also out of memory: the float artifact is what must exist
+            target.unlink(missing_ok=True)
+            reason = conversion.not_converted(exc)
+            variants[variant] = {"error": f"The {variant} variant was not made: {reason}."}
+            continue
+        variants[variant] = {"path": target.name, **_artifact_digest(target)}
+    return variants
 
 
 def _load_keras(module, source: Path):

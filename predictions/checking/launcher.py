@@ -5,13 +5,14 @@ The server process never imports TensorFlow: the child loads and converts the mo
 child's report for a file (keyed by its sha256 and the input range of the parity check) is
 kept beside the file in the local model cache, so registering the same file again (new labels,
 another project) needs no second check. Labels are checked here, against the report's output
-shape, so the report does not depend on them. The child's artifact is taken from its
-directory only as `sandbox.open_artifact` allows, and only with the hash it reported.
+shape, so the report does not depend on them. The child's artifacts (the float one and its
+smaller variants) are taken from its directory only as `sandbox.open_artifact` allows, and
+only with the hashes it reported.
 """
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
@@ -23,6 +24,16 @@ from .vetting import check_labels, inspect_model_file
 
 
 @dataclass(frozen=True)
+class VariantArtifact:
+    """A smaller variant of the compiled artifact (int8 or float16 weights): its file in the
+    local cache, or why there is none."""
+
+    path: Path | None
+    sha256: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class CompileReport:
     input_shape: tuple[int, int, int]
     output_shape: tuple[int, ...]
@@ -31,6 +42,7 @@ class CompileReport:
     compiled_sha256: str
     message: str
     format: str  # the source's ModelFormat value
+    variants: dict[str, VariantArtifact] = field(default_factory=dict)  # by `Variant` value
 
 
 def check_and_compile(
@@ -44,9 +56,8 @@ def check_and_compile(
     model_format = inspect_model_file(path, max_unpacked_bytes=settings.MODEL_MAX_UNPACKED_BYTES)
     cache = file_cache()
     report_path = cache.directory / f"{sha256}.check-{scale[0]:g}-{scale[1]:g}.json"
-    if report_path.exists():
-        report = json.loads(report_path.read_text())
-    else:
+    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    if report is None or _before_variants(report, model_format):
         report = _check_in_child(Path(path), sha256, model_format, scale)
         report_path.write_text(json.dumps(report))
     if not report["ok"]:
@@ -56,9 +67,16 @@ def check_and_compile(
     compiled_path = None
     if report.get("compiled_sha256"):
         compiled_path = cache.directory / f"{report['compiled_sha256']}.tflite"
-        if not compiled_path.exists():  # The cache was cleared: check again.
-            report_path.unlink()
-            return check_and_compile(path=path, sha256=sha256, labels=labels, scale=scale)
+    variants = {
+        variant: VariantArtifact(cache.directory / f"{entry['sha256']}.tflite", entry["sha256"])
+        if "sha256" in entry
+        else VariantArtifact(None, error=entry["error"])
+        for variant, entry in report.get("variants", {}).items()
+    }
+    artifacts = [compiled_path] + [variant.path for variant in variants.values()]
+    if any(artifact and not artifact.exists() for artifact in artifacts):
+        report_path.unlink()  # The cache was cleared: check again.
+        return check_and_compile(path=path, sha256=sha256, labels=labels, scale=scale)
     return CompileReport(
         input_shape=tuple(report["input_shape"]),
         output_shape=output_shape,
@@ -67,7 +85,14 @@ def check_and_compile(
         compiled_sha256=report.get("compiled_sha256", ""),
         message=report["message"],
         format=model_format.value,
+        variants=variants,
     )
+
+
+def _before_variants(report: dict, model_format: ModelFormat) -> bool:
+    """A kept report of a converted model from before variants were made: checked again."""
+    converted = report["ok"] and model_format is not ModelFormat.TFLITE
+    return converted and "variants" not in report
 
 
 def _check_in_child(
@@ -100,7 +125,20 @@ def _check_in_child(
             size, expected = report.pop("artifact_bytes"), report.pop("artifact_sha256")
             with open_artifact(out_dir, compiled, size=size) as artifact:
                 report["compiled_sha256"] = _cache_artifact(artifact, expected_sha256=expected)
+            report["variants"] = {
+                variant: _cache_variant(out_dir, entry)
+                for variant, entry in report.get("variants", {}).items()
+            }
     return report
+
+
+def _cache_variant(out_dir: Path, entry: dict) -> dict:
+    """A smaller variant's artifact copied into the cache, as the float one is: `{"sha256"}`,
+    or the child's `{"error"}` when it made none."""
+    if "error" in entry:
+        return entry
+    with open_artifact(out_dir, entry["path"], size=entry["artifact_bytes"]) as artifact:
+        return {"sha256": _cache_artifact(artifact, expected_sha256=entry["artifact_sha256"])}
 
 
 def _cache_directory() -> Path:

@@ -46,6 +46,7 @@ from typing import BinaryIO
 
 from ..formats import ModelFormat
 from ..inference.errors import ModelValidationError
+from .conversion import SMALLER_VARIANTS
 
 logger = logging.getLogger(__name__)
 
@@ -318,6 +319,36 @@ def checked_report(report, *, vetting: bool = False) -> dict:
     )
     if compiled is not None:
         checked.update(artifact_sha256=sha256, artifact_bytes=report["artifact_bytes"])
+        checked["variants"] = _checked_variants(report.get("variants"))
+    return checked
+
+
+def _checked_variants(reported) -> dict:
+    """Each smaller variant as `{"path", "artifact_sha256", "artifact_bytes"}` or `{"error"}`:
+    a variant reported otherwise is one not made (the version does not depend on it)."""
+    reported = reported if isinstance(reported, dict) else {}
+    checked = {}
+    for variant in SMALLER_VARIANTS:
+        entry = reported.get(variant)
+        entry = entry if isinstance(entry, dict) else {}
+        path, sha256 = entry.get("path"), entry.get("artifact_sha256")
+        if (
+            isinstance(path, str)
+            and isinstance(sha256, str)
+            and SHA256.fullmatch(sha256)
+            and _whole_number(entry.get("artifact_bytes"))
+        ):
+            checked[variant] = {
+                "path": path,
+                "artifact_sha256": sha256,
+                "artifact_bytes": entry["artifact_bytes"],
+            }
+        elif isinstance(entry.get("error"), str):
+            checked[variant] = {"error": entry["error"][:MAX_MESSAGE_CHARS]}
+        else:
+            checked[variant] = {
+                "error": f"The check's report of the {variant} variant could not be read."
+            }
     return checked
 
 

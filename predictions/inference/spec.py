@@ -1,5 +1,5 @@
 """What the serving path needs to know about a model version, free of the ORM, and the names
-of its runtimes and resize modes (`models.ModelVersion` takes its choices from these)."""
+of its runtimes, resize modes and variants (`models.ModelVersion` takes its choices from these)."""
 
 from dataclasses import dataclass
 
@@ -18,6 +18,16 @@ class Resize(TextChoices):
 
     STRETCH = "stretch", "resize the whole image to the model's input"
     FIT_INK = "fit_ink", "crop to the ink, centre it, then resize (drawings)"
+
+
+class Variant(TextChoices):
+    """Which LiteRT artifact of a version is served: its float conversion, or a smaller one
+    made beside it at registration (served only while it agrees with the float one). The
+    check's child, which imports no Django, names them as `checking.conversion` does."""
+
+    FLOAT = "float", "float32 (as converted)"
+    INT8 = "int8", "int8 weights (dynamic range)"
+    FLOAT16 = "float16", "float16 weights"
 
 
 @dataclass(frozen=True)

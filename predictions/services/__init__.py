@@ -5,6 +5,8 @@
 - `canary`: promote a project's candidate version, or end its canary.
 - `feedback`: keep an image with the label someone gave it, as data to retrain on.
 - `scoring`: a version's score on the project's stored feedback, beside the version in service.
+- `variants`: a version's smaller LiteRT variants, measured against its float artifact, and
+  which one it is served as.
 - `registration`: the check itself (the job's body, run by the worker or by `register_model`),
   its lease, and the reaper that takes up jobs whose worker died.
 """
@@ -28,6 +30,7 @@ from .projects import (
 )
 from .registration import registrations_reap, version_check
 from .scoring import version_score
+from .variants import variant_check, version_serve_variant
 from .versions import (
     ACTIVATE_PERMISSION,
     VersionSource,
@@ -58,11 +61,13 @@ __all__ = [
     "project_rotate_token",
     "project_save",
     "registrations_reap",
+    "variant_check",
     "version_activate",
     "version_check",
     "version_recheck",
     "version_register",
     "version_score",
+    "version_serve_variant",
     "version_source",
     "version_submit",
 ]

@@ -6,9 +6,11 @@ and `registrations_reap` (run by every worker) queues the version again, or fail
 reason after `REGISTRATION_MAX_ATTEMPTS` takes. Every write of the outcome is conditional on
 the attempt that claimed the version, so a job that lost its lease cannot overwrite a newer one.
 
-A version that passes is scored on its project's stored feedback (`scoring.feedback_score`)
-while still `checking`, under the lease: a worker that dies scoring it is taken up as one that
-died checking it, and the outcome, the score and the activation are then recorded together.
+A version that passes has its smaller variants measured against its float artifact
+(`variants.variants_measure`) and is scored on its project's stored feedback
+(`scoring.feedback_score`) while still `checking`, under the lease: a worker that dies then is
+taken up as one that died checking it, and the outcome, the measures, the score and the
+activation are recorded together.
 """
 
 import copy
@@ -27,6 +29,7 @@ from ..inference.errors import ModelUnavailable, ModelValidationError, one_line
 from ..models import ModelVersion, Project
 from ..storage import file_cache, storage_fetch_key, store_once
 from .scoring import feedback_score
+from .variants import variants_measure
 from .versions import enqueue_check, version_activate
 
 logger = logging.getLogger(__name__)
@@ -37,9 +40,9 @@ Status = ModelVersion.Status
 def version_check(*, version: ModelVersion) -> ModelVersion:
     """Claim a `pending` version, check its file in a child process, and record `ready` (then
     activate it when that was asked for) or `failed` with the reason. A version that is not
-    pending (another job has it, or it is done) is returned as it is. A version that passes is
-    scored on the project's stored feedback first (a failure to score is kept in words and
-    never fails the version)."""
+    pending (another job has it, or it is done) is returned as it is. A version that passes has
+    its variants measured and is scored on the project's stored feedback first (a failure of
+    either is kept in words and never fails the version)."""
     claimed = ModelVersion.objects.filter(pk=version.pk, status=Status.PENDING).update(
         status=Status.CHECKING,
         attempts=F("attempts") + 1,
@@ -59,7 +62,9 @@ def version_check(*, version: ModelVersion) -> ModelVersion:
             logger.exception("checking %s failed unexpectedly", version)
             _finish(version, attempt, Status.FAILED, message=f"The check failed: {one_line(exc)}")
         else:
-            score = feedback_score(_as_checked(version, outcome))
+            checked = _as_checked(version, outcome)
+            outcome["variants"] = variants_measure(checked)
+            score = feedback_score(checked)
             _finish(version, attempt, Status.READY, feedback_score=score, **outcome)
     version.refresh_from_db()
     return version
@@ -79,6 +84,18 @@ def _check(version: ModelVersion) -> dict:
         # Keyed by the source's hash: the same source always compiles to this artifact.
         with open(report.compiled_path, "rb") as handle:
             compiled_file = store_once(f"compiled/{sha256}.tflite", handle)
+    variants = {}
+    for variant, artifact in report.variants.items():
+        if artifact.path is None:
+            variants[variant] = {"error": artifact.error}
+            continue
+        with open(artifact.path, "rb") as handle:
+            stored = store_once(f"compiled/{sha256}.{variant}.tflite", handle)
+        variants[variant] = {
+            "file": stored,
+            "sha256": artifact.sha256,
+            "size_bytes": artifact.path.stat().st_size,
+        }
     return {
         "message": report.message,
         "sha256": sha256,
@@ -89,6 +106,7 @@ def _check(version: ModelVersion) -> dict:
         "runtime": report.runtime,
         "compiled_file": compiled_file,
         "compiled_sha256": report.compiled_sha256,
+        "variants": variants,
     }
 
 

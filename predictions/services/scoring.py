@@ -60,11 +60,7 @@ def _score(version: ModelVersion) -> dict:
             "skipped": f"Version {version.number} has no labels (its outputs are the answer), "
             "so labelled examples say nothing about it.",
         }
-    examples = list(
-        FeedbackExample.objects.filter(project_id=version.project_id, label__in=version.labels)
-        .order_by("-created_at", "-pk")
-        .values_list("storage_name", "label")[: settings.FEEDBACK_SCORE_MAX_EXAMPLES]
-    )
+    examples = labelled_examples(version)
     if len(examples) < minimum:
         return {
             "examples": len(examples),
@@ -77,7 +73,7 @@ def _score(version: ModelVersion) -> dict:
     unreadable = 0
     for name, label in examples:
         # Unreadable for one version is unreadable for all: both score the same examples.
-        inputs = _inputs(name, [model.spec for model in models])
+        inputs = example_inputs(name, [model.spec for model in models])
         if inputs is None:
             unreadable += 1
             continue
@@ -101,6 +97,16 @@ def _score(version: ModelVersion) -> dict:
         "active_share": round(agreed[1] / scored, 4) if active else None,
         "scored_at": _now(),
     }
+
+
+def labelled_examples(version: ModelVersion) -> list[tuple[str, str]]:
+    """(storage name, label) of the project's latest stored examples whose label is one of the
+    version's, at most `FEEDBACK_SCORE_MAX_EXAMPLES`."""
+    return list(
+        FeedbackExample.objects.filter(project_id=version.project_id, label__in=version.labels)
+        .order_by("-created_at", "-pk")
+        .values_list("storage_name", "label")[: settings.FEEDBACK_SCORE_MAX_EXAMPLES]
+    )
 
 
 def _other_active_version(version: ModelVersion) -> ModelVersion | None:
@@ -134,7 +140,7 @@ class _Model:
         return top_labels(output, self.spec.labels, 1)[0]["label"]
 
 
-def _inputs(storage_name: str, specs: list[ModelSpec]) -> list | None:
+def example_inputs(storage_name: str, specs: list[ModelSpec]) -> list | None:
     """One stored example as each version's model input, or None when its file is gone or no
     longer decodes (or is over the server's image limits)."""
     try:
