@@ -23,7 +23,6 @@ The models are built and converted in a child process (TensorFlow stays out of t
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ if str(PROJECT_DIR) not in sys.path:
     sys.path.insert(0, str(PROJECT_DIR))
 
 from predictions.checking.conversion import parity_set  # noqa: E402
-from predictions.inference.runtime import LiteRTRuntime  # noqa: E402
+from predictions.inference.runtime import LiteRTRuntime, median_ms_per_frame  # noqa: E402
 
 MODELS = ("MobileNetV2", "ResNet50")
 VARIANTS = ("float", "int8", "float16")
@@ -106,16 +105,7 @@ def _measure_model(folder: Path, name: str, convert_seconds: dict) -> dict:
 def _ms_per_frame(runtimes: dict) -> dict[str, float]:
     """The median ms of one batch-1 invoke per variant, the variants taking turns."""
     batch = next(parity_set(INPUT_SHAPE, scale=(0.0, 1.0), count=1, seed=2))[None]
-    for runtime in runtimes.values():
-        for _ in range(WARM_UP_RUNS):
-            runtime.predict(batch)
-    times = {variant: [] for variant in runtimes}
-    for _ in range(TIMED_RUNS):
-        for variant, runtime in runtimes.items():
-            started = time.perf_counter()
-            runtime.predict(batch)
-            times[variant].append((time.perf_counter() - started) * 1000)
-    return {variant: statistics.median(runs) for variant, runs in times.items()}
+    return median_ms_per_frame(runtimes, batch, warm_up=WARM_UP_RUNS, runs=TIMED_RUNS)
 
 
 def _convert_in_child(folder: Path) -> dict:

@@ -1,7 +1,9 @@
 """Runtimes: a loaded model behind one `predict(batch)` call."""
 
 import os
+import statistics
 import threading
+import time
 
 import numpy as np
 
@@ -90,6 +92,21 @@ class LiteRTRuntime:
         self._interpreter.set_tensor(self._input["index"], batch)
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output["index"]).copy()
+
+
+def median_ms_per_frame(runtimes: dict, batch: np.ndarray, *, warm_up: int, runs: int) -> dict:
+    """Each runtime's median ms for `batch` over `runs` calls after `warm_up` ones; the runtimes
+    take turns, so that a busy moment of the machine falls on all of them."""
+    for runtime in runtimes.values():
+        for _ in range(warm_up):
+            runtime.predict(batch)
+    times = {name: [] for name in runtimes}
+    for _ in range(runs):
+        for name, runtime in runtimes.items():
+            started = time.perf_counter()
+            runtime.predict(batch)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return {name: statistics.median(measured) for name, measured in times.items()}
 
 
 def _image_input_shape(model) -> tuple[int, int, int]:

@@ -15,8 +15,6 @@ that agreement is at least VARIANT_MIN_AGREEMENT; only an eligible variant may b
 
 import logging
 import math
-import statistics
-import time
 
 import numpy as np
 from django.conf import settings
@@ -24,6 +22,7 @@ from django.db import transaction
 
 from ..checking.conversion import parity_set
 from ..inference.errors import ModelValidationError, one_line
+from ..inference.runtime import median_ms_per_frame
 from ..models import ModelVersion, Project
 from ..selectors import version_spec
 from ..serving import load_runtime
@@ -61,7 +60,12 @@ def _measure(version: ModelVersion) -> dict:
     for name in [FLOAT, *made]:
         runtimes[name], sizes[name] = load_runtime(version_spec(version, variant=name))
     sample = next(parity_set(spec.input_shape, scale=(spec.scale_min, spec.scale_max), count=1))
-    speeds = _ms_per_frame(runtimes, sample)
+    speeds = {
+        name: round(ms, 3)
+        for name, ms in median_ms_per_frame(
+            runtimes, sample[None], warm_up=WARM_UP_RUNS, runs=TIMING_RUNS
+        ).items()
+    }
     measured = {
         **version.variants,
         FLOAT: {"size_bytes": sizes[FLOAT], "ms_per_frame": speeds[FLOAT]},
@@ -72,22 +76,6 @@ def _measure(version: ModelVersion) -> dict:
     for name, entry in made.items():
         measured[name] = {**entry, "ms_per_frame": speeds[name], **agreement[name]}
     return measured
-
-
-def _ms_per_frame(runtimes: dict, model_input: np.ndarray) -> dict[str, float]:
-    """Each runtime's median time for one frame, in ms; the runtimes take turns, so that a busy
-    moment of the machine falls on all of them."""
-    batch = model_input[None]
-    for runtime in runtimes.values():
-        for _ in range(WARM_UP_RUNS):
-            runtime.predict(batch)
-    times = {name: [] for name in runtimes}
-    for _ in range(TIMING_RUNS):
-        for name, runtime in runtimes.items():
-            started = time.perf_counter()
-            runtime.predict(batch)
-            times[name].append(time.perf_counter() - started)
-    return {name: round(statistics.median(runs) * 1000, 3) for name, runs in times.items()}
 
 
 def _agreement(version: ModelVersion, spec, runtimes: dict) -> dict[str, dict]:
