@@ -259,7 +259,11 @@ def register(project, path: Path, *, labels=COLOR_LABELS, activate=True, is_publ
     if isinstance(project, str):
         project, _ = Project.objects.get_or_create(
             slug=project,
-            defaults={"name": project, "is_public": is_public, "token_hash": SECRET_TOKEN_HASH},
+            defaults={
+                "name": project.title(),
+                "is_public": is_public,
+                "token_hash": SECRET_TOKEN_HASH,
+            },
         )
     with open(path, "rb") as upload:
         return services.version_register(

@@ -13,12 +13,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PREDICT = "/api/projects/{}/predict"
 
 
-def register(slug, path, *, is_public=True):
-    project = Project.objects.create(
-        slug=slug, name=slug.title(), is_public=is_public, token_hash=support.SECRET_TOKEN_HASH
-    )
-    support.register(project, path)
-    return project
+def register(slug, path, **options):
+    return support.register(slug, path, **options).project
 
 
 @pytest.fixture

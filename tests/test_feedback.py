@@ -14,7 +14,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
-from predictions.models import FeedbackExample, Project, model_storage
+from predictions.models import FeedbackExample, model_storage
 from predictions.ratelimit import RateLimiter
 from predictions.services import label_segment
 from tests import support
@@ -24,12 +24,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 FEEDBACK = "/api/projects/{}/feedback"
 
 
-def register(slug, path, *, is_public=True, labels=COLOR_LABELS):
-    project = Project.objects.create(
-        slug=slug, name=slug.title(), is_public=is_public, token_hash=support.SECRET_TOKEN_HASH
-    )
-    support.register(project, path, labels=labels)
-    return project
+def register(slug, path, **options):
+    return support.register(slug, path, **options).project
 
 
 @pytest.fixture(autouse=True)
