@@ -2,11 +2,13 @@
 
 One run builds the models, starts SeaweedFS, a database and daphne, registers the models with
 the real CLI, and measures: the in-process time per frame (the server's own decode, preprocess
-and LiteRT code, no server), WebSocket and HTTP round trips and throughput, memory with three
+and LiteRT code, no server, and what the input preview adds to it), WebSocket and HTTP round
+trips and throughput, memory with three
 models and 100 open connections, start-up, the first prediction of a never-loaded model, the memory
 the costliest images take arriving at once, and the original design (bench/original_app.py). It prints one JSON object on stdout (progress on
 stderr) with the raw numbers and the goals. Server settings in the environment pass through,
-e.g. `MAX_BATCH_WAIT_MS=2 make bench`.
+e.g. `MAX_BATCH_WAIT_MS=2 make bench`. `python bench/run.py --preview` (seconds, no server, no
+models) measures only the preview's cost on decode and preprocess, which is all it touches.
 
 Choices worth knowing when reading the numbers:
 - The floor runs decode, preprocess and a batch-of-1 predict back to back on one thread, with
@@ -61,6 +63,7 @@ PHOTO_COUNT = 20
 PHOTO_SIZE = (640, 480)
 IN_PROCESS_FRAMES = 120
 IN_PROCESS_WARMUP = 5
+PREVIEW_FRAMES = 60  # frames each way, preview off and on
 BATCH_SIZES = (1, 2, 4, 8)
 BATCH_REPEATS = 20
 PREPARE_THREADS = 2  # the batched-rate formula's decode + preprocess threads
@@ -463,7 +466,77 @@ def measure_in_process(
         str(fetch_compiled(bucket, digits_spec, folder)), threads=FLOOR_LITERT_THREADS
     )
     result["digits"] = time_frames(digits, digits_spec, [digit], limits)
+    result["preview"] = {
+        "mnv2": preview_cost(mnv2_spec, photos, limits, runtime=mnv2),
+        "digits": preview_cost(digits_spec, [digit], limits, runtime=digits),
+    }
+    for name in ("mnv2", "digits"):  # the same code as above, measured apart
+        preview = result["preview"][name]
+        preview["off_minus_total_ms"] = preview["off_ms"] - result[name]["total_ms"]
+        preview["prepare_off_minus_prepare_ms"] = (
+            preview["prepare_off_ms"] - result[name]["prepare_ms"]
+        )
     return result
+
+
+def preview_cost(spec: ModelSpec, payloads: list[bytes], limits: Limits, runtime=None) -> dict:
+    """What the input preview adds to a frame: the server's pipeline (decode, preprocess and,
+    given a runtime, a batch-of-1 predict) with `Frame.preview` off and on, taking turns frame
+    by frame (each going first every other time) so a busy moment falls on both. `extra_ms` is
+    the median of on minus the median of off; `prepare_*_ms` the decode and preprocess part
+    alone (what the preview touches: inference is the same either way); `preview_kb` the mean
+    data URL's size."""
+
+    def one(data: bytes, preview: bool) -> tuple[float, float, str | None]:
+        started = time.perf_counter()
+        frame = Frame(id=0, image=data, preview=preview)
+        prepared = prepare_frame(frame, spec=spec, limits=limits)
+        if runtime is not None:
+            runtime.predict(prepared.model_input[np.newaxis])
+        total = (time.perf_counter() - started) * 1000
+        return total, prepared.decode_ms + prepared.preprocess_ms, prepared.input_preview
+
+    rows: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    sizes = []
+    for index in range(IN_PROCESS_WARMUP + PREVIEW_FRAMES):
+        data = payloads[index % len(payloads)]
+        for preview in (False, True) if index % 2 else (True, False):
+            total, prepare, url = one(data, preview)
+            if index >= IN_PROCESS_WARMUP:
+                rows[preview].append((total, prepare))
+                sizes += [len(url)] if url else []
+    (off, prepare_off), (on, prepare_on) = (
+        np.median(rows[preview], axis=0).tolist() for preview in (False, True)
+    )
+    return {
+        "frames": len(rows[False]),
+        "with_inference": runtime is not None,
+        "off_ms": off,
+        "on_ms": on,
+        "extra_ms": on - off,
+        "prepare_off_ms": prepare_off,
+        "prepare_on_ms": prepare_on,
+        "preview_kb": float(np.mean(sizes)) / 1024,
+    }
+
+
+def preview_only() -> dict:
+    """`--preview`: preview_cost on decode and preprocess alone (the preview leaves inference
+    as it is), for the bench's photos and digit with the specs `register_all` gives them."""
+    limits = Limits(max_image_bytes=10 * 1024 * 1024, max_image_pixels=50_000_000)
+    mnv2 = ModelSpec(
+        version_id=1, number=1, file_name="", sha256="", input_shape=(224, 224, 3),
+        labels=tuple(MNV2_LABELS), scale_min=-1.0, scale_max=1.0,
+    )  # fmt: skip
+    digits = ModelSpec(
+        version_id=2, number=1, file_name="", sha256="", input_shape=(8, 8, 1),
+        labels=tuple(DIGIT_LABELS), resize="fit_ink", scale_min=0.0, scale_max=16.0,
+    )  # fmt: skip
+    photos = [synthetic_photo(seed) for seed in range(PHOTO_COUNT)]
+    return {
+        "mnv2": preview_cost(mnv2, photos, limits),
+        "digits": preview_cost(digits, [digit_png()], limits),
+    }
 
 
 # --- WebSocket clients ------------------------------------------------------------------------
@@ -988,6 +1061,9 @@ def dump_logs(folder: Path) -> None:
 def main() -> int:
     # SIGTERM unwinds like Ctrl-C, so every process started is still stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if sys.argv[1:] == ["--preview"]:
+        print(json.dumps(rounded({"preview": preview_only()}), indent=2))
+        return 0
     # Only the final JSON goes to stdout: anything else writing to fd 1 lands on stderr.
     json_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)

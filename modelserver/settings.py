@@ -35,6 +35,8 @@ INSTALLED_APPS = [
     "django_guid",
     "django_tasks",
     "django_tasks_db",
+    # Swagger UI's files as static files, for /api/docs without a CDN.
+    "drf_spectacular_sidecar",
     "predictions",
 ]
 

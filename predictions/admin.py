@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from . import selectors, services, tasks, usage
+from . import selectors, services, tasks, usage, usage_charts
 from .formats import ACCEPTED_FORMATS_TEXT, ModelFormat
 from .models import FeedbackExample, ModelVersion, Project, hash_token, model_storage
 
@@ -239,6 +239,22 @@ class ProjectAdmin(ReapOnView, admin.ModelAdmin):
 
     def has_activate_permission(self, request) -> bool:
         return request.user.has_perm(services.ACTIVATE_PERMISSION)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        """A project's page also shows its usage over the last 7 days, per version
+        (templates/admin/predictions/project/change_form.html); read only when the page is
+        drawn, not on a save that redirects."""
+        if obj is not None and obj.pk:
+            now = timezone.now()
+            since, until = usage.usage_window(now=now)
+            window = usage.usage_series(project=obj, since=since, until=until)
+            roles = {}
+            if obj.candidate_id is not None:
+                roles[obj.candidate.number] = "candidate"
+            if obj.active_version_id is not None:
+                roles[obj.active_version.number] = "in service"
+            context["usage"] = usage_charts.usage_section(window, now=now, roles=roles)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.display(description="canary")
     def canary_state(self, project):

@@ -218,10 +218,12 @@ class ProjectConsumer(AsyncWebsocketConsumer):
 
 class PredictionConsumer(ProjectConsumer):
     """The contract's protocol on `/ws/projects/<slug>/`: `ready`, image and pixel frames,
-    prediction objects, `model_changed`, and feedback on the images it keeps (`recent`)."""
+    prediction objects, `model_changed`, feedback on the images it keeps (`recent`), and the
+    connection's options (`preview`: every frame's reply shows its model input)."""
 
     binary_frames = 0  # binary frames received so far: each one's id is its number
     recent: RecentFrames | None = None  # the image frames kept for feedback
+    preview = False  # set by an options message
 
     async def project_slug(self) -> str:
         return self.scope["url_route"]["kwargs"]["slug"]
@@ -258,7 +260,13 @@ class PredictionConsumer(ProjectConsumer):
         if bytes_data is not None:
             frame_id = self.binary_frames
             self.binary_frames += 1
-        feedback = _feedback_request(text_data) if bytes_data is None else None
+        control = _control_request(text_data) if bytes_data is None else None
+        if control is not None and control["type"] == OPTIONS:
+            # Costs no work, so never `busy`; answered in order behind earlier frames, and
+            # frames from here on are queued with the new setting.
+            self.queue_reply(self._set_options(control))
+            return
+        feedback = control
         message = self.busy_message()
         if not message and feedback is not None:
             message = self._feedback_busy_message()
@@ -270,12 +278,20 @@ class PredictionConsumer(ProjectConsumer):
                 if bytes_data is not None:
                     frames = [Frame(id=frame_id, image=bytes_data)]
                     answer = serving.answer_binary(
-                        bytes_data, frame_id=frame_id, project=self.project, received=received
+                        bytes_data,
+                        frame_id=frame_id,
+                        project=self.project,
+                        received=received,
+                        preview=self.preview,
                     )
                 else:
                     frames = []  # the pool adds the frame once it is parsed
                     answer = serving.answer_text(
-                        text_data, project=self.project, received=received, parsed=frames.append
+                        text_data,
+                        project=self.project,
+                        received=received,
+                        parsed=frames.append,
+                        preview=self.preview,
                     )
             except Busy as exc:  # the process has as much waiting work as it takes
                 message = exc.message
@@ -285,6 +301,20 @@ class PredictionConsumer(ProjectConsumer):
         if bytes_data is None:
             frame_id = feedback.get("id") if feedback is not None else _text_frame_id(text_data)
         self.queue_reply(error_reply(frame_id, BUSY, message), busy=True)
+
+    def _set_options(self, request: dict) -> dict:
+        """Apply `{"type": "options", "preview"?: bool}`; the reply states the options now."""
+        unknown = sorted(set(request) - {"type", "preview"})
+        if unknown:
+            message = f"Unknown options field(s): {', '.join(unknown)}; the one known is preview."
+            return self._error(None, PredictionError(BAD_REQUEST, message))
+        preview = request.get("preview", self.preview)
+        if not isinstance(preview, bool):
+            return self._error(
+                None, PredictionError(BAD_REQUEST, '"preview" must be true or false.')
+            )
+        self.preview = preview
+        return {"type": OPTIONS, "preview": preview}
 
     def _queue_remembered(self, answer, frames: list[Frame]) -> None:
         """Queue a frame's answer, keeping its image for feedback once it is answered."""
@@ -377,21 +407,23 @@ def _save_feedback(*, slug: str, frame: KeptFrame, label) -> str:
     return example.sha256
 
 
-# Feedback frames are small: only a text frame this short whose text names the type is parsed
-# on the event loop to look; anything else goes to the pool as a prediction frame.
-FEEDBACK_FRAME_CHARS = 4096
-_FEEDBACK_TYPE = re.compile(r'"type"\s*:\s*"feedback"')
+# Feedback and options frames are small: only a text frame this short whose text names one of
+# their types is parsed on the event loop to look; anything else goes to the pool as a
+# prediction frame.
+FEEDBACK, OPTIONS = "feedback", "options"
+CONTROL_FRAME_CHARS = 4096
+_CONTROL_TYPE = re.compile(r'"type"\s*:\s*"(?:feedback|options)"')
 
 
-def _feedback_request(text: str | None) -> dict | None:
-    """The JSON object of a feedback frame, or None for any other frame."""
-    if not text or len(text) > FEEDBACK_FRAME_CHARS or not _FEEDBACK_TYPE.search(text):
+def _control_request(text: str | None) -> dict | None:
+    """The JSON object of a feedback or options frame, or None for any other frame."""
+    if not text or len(text) > CONTROL_FRAME_CHARS or not _CONTROL_TYPE.search(text):
         return None
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
         return None
-    return data if isinstance(data, dict) and data.get("type") == "feedback" else None
+    return data if isinstance(data, dict) and data.get("type") in (FEEDBACK, OPTIONS) else None
 
 
 class ConnectionLimit:

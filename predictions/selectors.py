@@ -139,6 +139,69 @@ def project_list_public() -> list[ProjectInfo]:
     return [project_info(project) for project in projects]
 
 
+@dataclass(frozen=True)
+class ProjectCard:
+    """What the gallery shows of one public project and its version in service."""
+
+    slug: str
+    name: str
+    description: str
+    version: int | None  # the number of the version in service; None: no model yet
+    resize: str = ""
+    labels: tuple[str, ...] = ()
+    updated_at: datetime | None = None  # when the version in service was registered
+
+    LABELS_SHOWN = 5
+
+    @property
+    def kind(self) -> str:
+        """The input the model takes: `drawing` when it is fed drawings (cropped to their ink),
+        `photo` otherwise; empty while the project has no model."""
+        if self.version is None:
+            return ""
+        return "drawing" if self.resize == ModelVersion.Resize.FIT_INK else "photo"
+
+    @property
+    def labels_shown(self) -> tuple[str, ...]:
+        return self.labels[: self.LABELS_SHOWN]
+
+    @property
+    def labels_more(self) -> int:
+        return max(0, len(self.labels) - self.LABELS_SHOWN)
+
+
+def project_gallery() -> list[ProjectCard]:
+    """The public projects as gallery cards, in one query (only the columns a card shows)."""
+    projects = (
+        Project.objects.filter(is_public=True)
+        .select_related("active_version")
+        .only(
+            "slug",
+            "name",
+            "description",
+            "active_version__number",
+            "active_version__resize",
+            "active_version__labels",
+            "active_version__created_at",
+        )
+    )
+    cards = []
+    for project in projects:
+        version = project.active_version
+        cards.append(
+            ProjectCard(
+                slug=project.slug,
+                name=project.name,
+                description=project.description,
+                version=version.number if version else None,
+                resize=version.resize if version else "",
+                labels=tuple(version.labels) if version else (),
+                updated_at=version.created_at if version else None,
+            )
+        )
+    return cards
+
+
 def project_next_version_number(project: Project) -> int:
     latest = project.versions.order_by("-number").values_list("number", flat=True).first()
     return (latest or 0) + 1

@@ -163,11 +163,11 @@ def limits() -> Limits:
 
 
 def answer_binary(
-    data: bytes, *, frame_id: int, project: ProjectInfo, received: float
+    data: bytes, *, frame_id: int, project: ProjectInfo, received: float, preview: bool = False
 ) -> Coroutine[None, None, dict]:
     """Queue a binary WebSocket frame (one encoded image); see `answer`."""
     return answer(
-        lambda: Frame(id=frame_id, image=data),
+        lambda: Frame(id=frame_id, image=data, preview=preview),
         frame_id=frame_id,
         project=project,
         received=received,
@@ -181,13 +181,14 @@ def answer_text(
     project: ProjectInfo,
     received: float,
     parsed: Callable[[Frame], None] | None = None,
+    preview: bool = False,
 ) -> Coroutine[None, None, dict]:
     """Queue a JSON text frame; see `answer`. `parsed`, when given, is called with the frame
     once it is parsed (in the pool)."""
     parse = functools.partial(parse_text_frame, text, max_image_bytes=settings.MAX_IMAGE_BYTES)
     if parsed is not None:
         parse = functools.partial(_parse_and_tell, parse, parsed)
-    return answer(parse, project=project, received=received, transport="websocket")
+    return answer(parse, project=project, received=received, transport="websocket", preview=preview)
 
 
 def _parse_and_tell(parse: Callable[[], Frame], parsed: Callable[[Frame], None]) -> Frame:
@@ -203,11 +204,13 @@ def answer(
     received: float,
     transport: str,
     frame_id=None,
+    preview: bool = False,
 ) -> Coroutine[None, None, dict]:
     """Queue a frame in the pool (where `parse` makes it) and return the coroutine giving its
     reply, a prediction or an error; cancelled while awaited, it drops the frame. Raises `Busy`
-    at once, before anything is parsed, when the pool holds `INFERENCE_QUEUE_FRAMES` frames."""
-    job = inference_pool().submit(_prepare, parse, project)
+    at once, before anything is parsed, when the pool holds `INFERENCE_QUEUE_FRAMES` frames.
+    `preview` asks for the frame's `input_preview` whatever the frame itself says."""
+    job = inference_pool().submit(_prepare, parse, project, preview)
     return _answer(job, frame_id, project, received, transport)
 
 
@@ -217,11 +220,16 @@ def refused(exc: PredictionError, *, project: ProjectInfo, transport: str, frame
     return _error_reply(frame_id, exc, project, transport)
 
 
-def _prepare(parse, project: ProjectInfo) -> tuple[PreparedFrame, Future | np.ndarray, float]:
-    """In the pool: parse, find the model (loading it once), decode, preprocess, then run the
-    input here when the model is idle, else hand it to the model's batcher straight from this
-    thread (either way fewer hops than via the loop). Returns the output or its future."""
+def _prepare(
+    parse, project: ProjectInfo, preview: bool = False
+) -> tuple[PreparedFrame, Future | np.ndarray, float]:
+    """In the pool: parse, find the model (loading it once), decode, preprocess (and preview),
+    then run the input here when the model is idle, else hand it to the model's batcher
+    straight from this thread (either way fewer hops than via the loop). Returns the output
+    or its future."""
     frame = parse()
+    if preview:
+        frame.preview = True
     try:
         if project.model is None:
             raise ModelUnavailable("The project has no active model version.")

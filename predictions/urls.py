@@ -1,10 +1,13 @@
 from django.urls import path, re_path
 
-from .views import api, health, legacy, pages
+from .views import api, docs, health, legacy, pages
 
 urlpatterns = [
     path("", pages.project_index, name="project-index"),
     path("projects/<slug:slug>/", pages.project_demo, name="project-demo"),
+    path("api/openapi.json", docs.openapi_json, name="api-openapi"),
+    path("api/asyncapi.json", docs.asyncapi_json, name="api-asyncapi"),
+    path("api/docs", docs.api_docs, name="api-docs"),
     path("api/projects/", api.project_list, name="api-project-list"),
     path("api/projects/<slug:slug>/", api.project_detail, name="api-project-detail"),
     path("api/projects/<slug:slug>/predict", api.predict, name="api-predict"),

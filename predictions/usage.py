@@ -5,7 +5,9 @@ Recording (`record_answer`, `record_error`) touches memory only, under a lock, s
 loop and the inference threads never wait on the database. The process's flush thread, started
 on the first record, adds the counts into the rows every `USAGE_FLUSH_SECONDS`, once more at
 exit, and prunes rows older than `USAGE_KEEP_DAYS` at most once an hour. Latency is counted in
-fixed buckets, so the rows of every process add up. Reads for the admin: `usage_by_version`.
+fixed buckets, so the rows of every process add up. Reads for the admin: `usage_by_version`
+(totals per version since a moment) and `usage_series` (per version, hour and day in a window,
+for the charts of `usage_charts.py`).
 """
 
 import atexit
@@ -20,8 +22,12 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.db.models import IntegerField, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, TruncHour
 from django.utils import timezone
 
+from .inference.errors import HTTP_STATUS
 from .models import Project, UsageMinute
 
 logger = logging.getLogger(__name__)
@@ -229,6 +235,128 @@ def usage_by_version(*, project: Project, since: datetime) -> dict[int, dict]:
         }
         for number, counts in sorted(totals.items())
     }
+
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+# The codes `usage_series` sums per period: the contract's table, which every error a frame is
+# answered with comes from (summed in the database, so each code is named there).
+ERROR_CODES = tuple(HTTP_STATUS)
+
+
+@dataclass
+class UsagePeriod(UsageCounts):
+    """The counts of one period (an hour, a day, a whole window) that starts at `start`."""
+
+    start: datetime | None = None
+
+    @property
+    def error_total(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def p50_ms(self) -> float | None:
+        return latency_quantile(self.latency, 0.5)
+
+    @property
+    def p95_ms(self) -> float | None:
+        return latency_quantile(self.latency, 0.95)
+
+
+@dataclass
+class UsageSeries:
+    """One version's usage in a window (`version_number` None: every version's): a period per
+    hour and per UTC day of the window, and the whole window."""
+
+    version_number: int | None
+    hours: list[UsagePeriod]
+    days: list[UsagePeriod]
+    total: UsagePeriod
+
+    @classmethod
+    def empty(cls, version_number: int | None, *, since: datetime, until: datetime):
+        first_hour = _floor(since, HOUR)
+        first_day = _floor(since, DAY)
+        return cls(
+            version_number=version_number,
+            hours=[UsagePeriod(start=start) for start in _starts(first_hour, until, HOUR)],
+            days=[UsagePeriod(start=start) for start in _starts(first_day, until, DAY)],
+            total=UsagePeriod(start=since),
+        )
+
+    def add(self, hour: datetime, counts: UsageCounts) -> None:
+        """Add one hour's counts (`hour`: an hour's start within the window)."""
+        self.hours[(hour - self.hours[0].start) // HOUR].add(counts)
+        self.days[(hour - self.days[0].start) // DAY].add(counts)
+        self.total.add(counts)
+
+
+@dataclass
+class UsageWindow:
+    """A project's usage from `since` to `until`: every version's, and each version's that
+    has any rows in the window (by number; 0: frames answered with no version)."""
+
+    since: datetime
+    until: datetime
+    project: UsageSeries
+    versions: dict[int, UsageSeries]
+
+
+def usage_window(*, days: int = 7, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """(since, until) of the last `days` whole UTC days, today included: two UTC midnights."""
+    today = _floor((now or timezone.now()).astimezone(UTC), DAY)
+    return today + DAY - days * DAY, today + DAY
+
+
+def usage_series(*, project: Project, since: datetime, until: datetime) -> UsageWindow:
+    """A project's usage from `since` (included) to `until` (excluded) per hour and UTC day,
+    per version and for every version, with p50/p95 per period from the latency buckets.
+
+    One query: the database groups the minute rows by version and hour and sums the frames,
+    each latency bucket and each error code; what comes back is at most one row per version
+    and hour (168 a version over 7 days), added up here into days and totals."""
+    sums = {"answered": Sum("answered")}
+    for index in range(len(LATENCY_BUCKETS_MS)):
+        sums[f"bucket_{index}"] = Sum(Cast(KT(f"latency_buckets__{index}"), IntegerField()))
+    for code in ERROR_CODES:
+        sums[f"error_{code}"] = Sum(Cast(KT(f"errors__{code}"), IntegerField()))
+    grouped = (
+        UsageMinute.objects.filter(project=project, minute__gte=since, minute__lt=until)
+        .annotate(hour=TruncHour("minute", tzinfo=UTC))
+        .values("version_number", "hour")
+        .annotate(**sums)
+        .order_by("version_number", "hour")
+    )
+    window = UsageWindow(
+        since=since,
+        until=until,
+        project=UsageSeries.empty(None, since=since, until=until),
+        versions={},
+    )
+    for row in grouped:
+        counts = UsageCounts(
+            answered=row["answered"] or 0,
+            errors=Counter(
+                {code: row[f"error_{code}"] for code in ERROR_CODES if row[f"error_{code}"]}
+            ),
+            latency=[row[f"bucket_{index}"] or 0 for index in range(len(LATENCY_BUCKETS_MS))],
+        )
+        number = row["version_number"]
+        if number not in window.versions:
+            window.versions[number] = UsageSeries.empty(number, since=since, until=until)
+        window.versions[number].add(row["hour"], counts)
+        window.project.add(row["hour"], counts)
+    return window
+
+
+def _floor(moment: datetime, step: timedelta) -> datetime:
+    """`moment` rounded down to a whole `step` (an hour, a day) since the epoch, in UTC."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + (moment - epoch) // step * step
+
+
+def _starts(first: datetime, until: datetime, step: timedelta) -> list[datetime]:
+    return [first + i * step for i in range(math.ceil((until - first) / step))]
 
 
 # --- The process's accumulator and its flush thread --------------------------------------------

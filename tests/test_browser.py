@@ -135,16 +135,74 @@ def upload(page, colour: str) -> str:
 # --- The pages ---------------------------------------------------------------------------------
 
 
-def test_the_index_lists_public_projects_with_their_models(page, site):
+def test_the_gallery_shows_a_card_per_public_project(page, site):
     page.goto(site.url + "/")
-    items = page.locator(".projects li")
-    slugs = sorted(items.evaluate_all("items => items.map(item => item.dataset.slug)"))
+    cards = page.locator(".gallery .card")
+    slugs = sorted(cards.evaluate_all("cards => cards.map(card => card.dataset.slug)"))
     assert slugs == ["colors", "digits"]  # `secret` is private
-    digits = page.locator(".projects li[data-slug=digits]")
-    assert re.search(r"version 1, 10 labels, input 8x8x1, updated", digits.inner_text())
-    digits.get_by_role("link").click()
+    card = lambda slug: page.locator(f".card[data-slug={slug}]")  # noqa: E731
+    chips = lambda slug: card(slug).locator(".chips li").all_text_contents()  # noqa: E731
+    digits, colors = card("digits"), card("colors")
+    assert digits.locator("h2").inner_text() == "Handwritten digits"
+    assert digits.locator(".kind").text_content() == "Drawing"
+    assert colors.locator(".kind").text_content() == "Photo"
+    assert chips("digits") == ["0", "1", "2", "3", "4", "+ 5 more"]
+    assert chips("colors") == ["red", "green", "blue"]
+    assert digits.locator(".label-count").inner_text() == "10 labels"
+    assert digits.locator(".version").inner_text() == "v1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT.+", digits.locator("time").get_attribute("datetime"))
+    browser.screenshot(page, "gallery")
+    digits.get_by_role("link", name="Try it").click()
     page.wait_for_url("**/projects/digits/")
     assert page.locator("#status").inner_text().startswith(("Connecting", "Connected"))
+
+
+def test_on_a_phone_the_gallery_is_one_column(chromium, site):
+    context = chromium.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    try:
+        page = context.new_page()
+        page.goto(site.url + "/")
+        overflow = page.evaluate("document.documentElement.scrollWidth - innerWidth")
+        assert overflow <= 0, f"{overflow}px wider than the screen"
+        boxes = [card.bounding_box() for card in page.locator(".gallery .card").all()]
+        assert len(boxes) == 2
+        assert boxes[0]["x"] == boxes[1]["x"] and boxes[0]["y"] < boxes[1]["y"]  # one column
+        assert all(box["x"] + box["width"] <= 390 for box in boxes)
+        browser.screenshot(page, "gallery-phone")
+    finally:
+        context.close()
+
+
+def test_the_demo_shows_what_the_model_sees_and_how_to_call_it(context, page, site):
+    open_demo(page, site, "digits")
+    snippet = lambda language: page.locator(f"code[data-snippet={language}]").inner_text()  # noqa: E731
+    assert f'"{site.url}/api/projects/digits/predict"' in snippet("curl")
+    assert f'"{site.url}/api/projects/digits/predict"' in snippet("python")
+    assert f'from "{site.url}/static/predictions/modelserver.js"' in snippet("javascript")
+    assert f'connect("{site.url}", "digits")' in snippet("javascript")
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=site.url)
+    page.click("button[data-copy=snippet-curl]")
+    page.wait_for_selector("#copy-status:has-text('Copied')")
+    assert page.evaluate("navigator.clipboard.readText()") == snippet("curl")
+
+    # What the model sees: its input, beside the scores, on by default.
+    assert page.locator("#preview-toggle").is_checked()
+    draw_digit(page, 3)
+    view = page.locator("#model-input")
+    page.wait_for_selector("#model-view:not([hidden])")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=view.element_handle())
+    assert view.evaluate("img => img.naturalWidth") >= 112
+    assert view.evaluate("img => getComputedStyle(img).imageRendering") == "pixelated"
+    assert page.locator(".answer h2").inner_text() != "What the model sees"  # it shows scores
+    browser.screenshot(page, "demo-preview-snippets")
+
+    # Turned off: the image goes, and later replies bring none back.
+    page.uncheck("#preview-toggle")
+    assert page.locator("#model-view").is_hidden()
+    draw_digit(page, 1)
+    assert page.locator("#model-view").is_hidden()
 
 
 def test_webcam_labels_follow_the_camera_and_keep_updating(page, site):

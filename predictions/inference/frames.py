@@ -15,12 +15,14 @@ DEFAULT_TOP_K = 5
 
 @dataclass
 class Frame:
-    """One thing to predict on: encoded image bytes or a pixel array, and how many labels to return."""
+    """One thing to predict on: encoded image bytes or a pixel array, how many labels to return,
+    and whether the reply shows the model input (`input_preview`)."""
 
     id: Any
     image: bytes | None = None
     pixels: Any = None
     top_k: int = DEFAULT_TOP_K
+    preview: bool = False
 
 
 def _load_json(text: str | bytes, kind: type, what: str):
@@ -75,8 +77,12 @@ def parse_pixels_array(text: str, *, input_shape: tuple[int, int, int] | None) -
 
 
 def frame_from_json(data: dict, *, max_image_bytes: int) -> Frame:
-    """Build a frame from `{"id", "image" | "pixels", "top_k"?}`."""
-    frame = Frame(id=data.get("id"), top_k=_top_k(data.get("top_k", DEFAULT_TOP_K)))
+    """Build a frame from `{"id", "image" | "pixels", "top_k"?, "preview"?}`."""
+    frame = Frame(
+        id=data.get("id"),
+        top_k=_top_k(data.get("top_k", DEFAULT_TOP_K)),
+        preview=_preview(data.get("preview", False)),
+    )
     has_image, has_pixels = "image" in data, "pixels" in data
     if has_image == has_pixels:
         raise PredictionError(BAD_REQUEST, 'The frame needs exactly one of "image" or "pixels".')
@@ -92,6 +98,12 @@ def frame_from_json(data: dict, *, max_image_bytes: int) -> Frame:
 def _top_k(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise PredictionError(BAD_REQUEST, '"top_k" must be a positive integer.')
+    return value
+
+
+def _preview(value) -> bool:
+    if not isinstance(value, bool):
+        raise PredictionError(BAD_REQUEST, '"preview" must be true or false.')
     return value
 
 

@@ -16,6 +16,7 @@ from .images import (
     shared_budget,
 )
 from .preprocess import image_to_input, pixels_to_input, target_size, working_bytes
+from .preview import input_preview
 from .spec import ModelSpec
 
 
@@ -32,19 +33,24 @@ class PreparedFrame:
     frame: Frame
     model_input: np.ndarray  # H x W x C float32
     decode_ms: float
-    preprocess_ms: float
+    preprocess_ms: float  # with the preview, when the frame asks for one
+    input_preview: str | None = None  # a PNG data URL of `model_input` (Frame.preview)
 
 
 def prepare_frame(frame: Frame, *, spec: ModelSpec, limits: Limits) -> PreparedFrame:
-    """Decode and preprocess one frame (raises PredictionError with the contract's code)."""
+    """Decode and preprocess one frame (raises PredictionError with the contract's code), and
+    when the frame asks, preview its model input (here, before anything else reads it)."""
     started = time.perf_counter()
     if frame.image is not None:
         model_input, decoded = _image_to_input(frame.image, spec=spec, limits=limits)
     else:
         decoded = time.perf_counter()
         model_input = pixels_to_input(frame.pixels, spec)
+    preview = None
+    if frame.preview:
+        preview = input_preview(model_input, scale_min=spec.scale_min, scale_max=spec.scale_max)
     return PreparedFrame(
-        frame, model_input, _ms(started, decoded), _ms(decoded, time.perf_counter())
+        frame, model_input, _ms(started, decoded), _ms(decoded, time.perf_counter()), preview
     )
 
 
@@ -84,6 +90,8 @@ def prediction_reply(
         reply["outputs"] = output.tolist()
     reply["model_version"] = spec.number
     reply["timings_ms"] = frame_timings(prepared, inference_ms=inference_ms, total_ms=total_ms)
+    if prepared.input_preview is not None:
+        reply["input_preview"] = prepared.input_preview
     return reply
 
 

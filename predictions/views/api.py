@@ -29,6 +29,18 @@ from ..inference.errors import (
 )
 from ..inference.frames import Frame, frame_from_json, load_json_object, parse_text_frame
 from ..models import FeedbackExample, Project
+from ..openapi.declare import (
+    FEEDBACK_BODIES,
+    FEEDBACK_QUERY,
+    IMAGE_BODIES,
+    IMAGE_POST_ERRORS,
+    METHOD_NOT_ALLOWED,
+    PREVIEW_QUERY,
+    PROJECT_ERRORS,
+    SLUG,
+    api_operation,
+    json_reply,
+)
 from ..origins import normalise
 from ..ratelimit import address_busy_message, feedback_limiter
 
@@ -104,12 +116,24 @@ async def _posted_project(request, slug, *, sending: str):
     return await _authorized_project(request, slug)
 
 
+@api_operation(
+    summary="List the public projects",
+    tags=("projects",),
+    responses={200: json_reply("The public projects.", "ProjectList")},
+)
 @require_GET
 async def project_list(request):
     projects = await sync_to_async(selectors.project_list_public)()
     return JsonResponse({"projects": [project.as_json() for project in projects]})
 
 
+@api_operation(
+    summary="One project and its model",
+    tags=("projects",),
+    path_parameters=SLUG,
+    responses={200: json_reply("The project.", "Project"), **PROJECT_ERRORS},
+    token=True,
+)
 @require_GET
 async def project_detail(request, slug):
     """One project; with its accuracy per version for staff and a private project's token
@@ -123,6 +147,23 @@ async def project_detail(request, slug):
     return with_cors(JsonResponse(data), allowed_origin(request, project))
 
 
+@api_operation(
+    "post",
+    summary="Predict one image",
+    description="The body is raw image bytes (`Content-Type: image/*`), a multipart form with "
+    "an `image` file, or the JSON object of a WebSocket text frame (`image` or `pixels`).",
+    tags=("projects",),
+    path_parameters=SLUG,
+    parameters=(PREVIEW_QUERY,),
+    request_bodies=IMAGE_BODIES,
+    responses={
+        200: json_reply("The prediction.", "Prediction"),
+        **PROJECT_ERRORS,
+        **IMAGE_POST_ERRORS,
+        **METHOD_NOT_ALLOWED,
+    },
+    token=True,
+)
 @csrf_exempt
 async def predict(request, slug):
     received = time.perf_counter()
@@ -133,10 +174,17 @@ async def predict(request, slug):
     # Cancelled when daphne has answered already (its --http-timeout) or the client went
     # away: the frame is then dropped from whichever queue holds it.
     try:
+        preview = request.GET.get("preview", "0")
+        if preview not in ("0", "1", "false", "true"):
+            raise PredictionError(BAD_REQUEST, '"?preview=" takes 1 or 0 (or true or false).')
         answer = serving.answer(
-            _frame_parser(request), project=project, received=received, transport="http"
+            _frame_parser(request),
+            project=project,
+            received=received,
+            transport="http",
+            preview=preview in ("1", "true"),
         )
-    except PredictionError as exc:  # an unsupported body, or too much waiting work (busy)
+    except PredictionError as exc:  # a bad query or body, or too much waiting work (busy)
         reply = serving.refused(exc, project=project, transport="http")
     else:
         reply = await answer
@@ -190,6 +238,23 @@ def _too_large(size: int) -> PredictionError:
     )
 
 
+@api_operation(
+    "post",
+    summary="Keep an image with its right label",
+    description="The image as predict takes it (not `pixels`), with `label` (a form field, a "
+    "JSON key, or `?label=` beside raw bytes) and optional `model_version` and `predicted`.",
+    tags=("projects",),
+    path_parameters=SLUG,
+    parameters=FEEDBACK_QUERY,
+    request_bodies=FEEDBACK_BODIES,
+    responses={
+        201: json_reply("The image is stored.", "FeedbackSaved"),
+        **PROJECT_ERRORS,
+        **IMAGE_POST_ERRORS,
+        **METHOD_NOT_ALLOWED,
+    },
+    token=True,
+)
 @csrf_exempt
 async def feedback(request, slug):
     """Keep an image with its right label: 201 `{"type": "feedback_saved", "example": sha256}`."""

@@ -11,14 +11,28 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import metrics as _metrics  # noqa: F401  (registers this server's metrics)
 from ..models import model_storage
+from ..openapi.declare import METRICS_TOKEN, Reply, api_operation, json_reply
 
 logger = logging.getLogger(__name__)
 
 
+@api_operation(
+    summary="Liveness: 200 while the process serves",
+    tags=("health",),
+    responses={200: json_reply("The process serves.", "Health")},
+)
 async def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
+@api_operation(
+    summary="Readiness: the database and the model storage answer",
+    tags=("health",),
+    responses={
+        200: json_reply("Both answer.", "Health"),
+        503: json_reply("A dependency does not answer; it is named.", "Unready"),
+    },
+)
 async def readyz(request):
     """200 when the database and the model storage answer, 503 with the reason otherwise."""
     problems = await sync_to_async(_readiness_problems, thread_sensitive=False)()
@@ -47,6 +61,22 @@ def _readiness_problems() -> list[str]:
     return problems
 
 
+@api_operation(
+    summary="Prometheus metrics",
+    tags=("health",),
+    responses={
+        200: Reply("The Prometheus text exposition.", {"text/plain": {"type": "string"}}),
+        401: json_reply(
+            "Debug is off and the metrics token is missing or wrong.",
+            "ErrorMessage",
+            **{"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+        ),
+        404: json_reply(
+            "Debug is off and METRICS_TOKEN is unset: metrics are off.", "ErrorMessage"
+        ),
+    },
+    security=({METRICS_TOKEN: []},),
+)
 async def metrics(request):
     """Prometheus text; with debug off only for `Authorization: Bearer $METRICS_TOKEN`, and
     off (404) when no token is set: the metrics name every project, private ones too."""

@@ -6,6 +6,7 @@ from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
 from .. import selectors
+from ..openapi.declare import LEGACY_ERRORS, api_operation, json_reply
 from .api import allowed_origin, request_token, with_cors
 
 
@@ -13,6 +14,11 @@ def _error(message: str, status: int) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
+@api_operation(
+    summary="The public projects' names (the original service's API)",
+    tags=("legacy",),
+    responses={200: json_reply("The public projects' slugs.", "LegacyModelList")},
+)
 @require_GET
 async def model_list(request):
     """The public projects' slugs."""
@@ -20,6 +26,16 @@ async def model_list(request):
     return JsonResponse({"models": [project.slug for project in projects]})
 
 
+@api_operation(
+    summary="A model's input size (the original service's API)",
+    tags=("legacy",),
+    path_parameters={
+        "name": "A project slug, or the file name or S3 key (may hold `/`) of exactly one "
+        "project's active model file."
+    },
+    responses={200: json_reply("The input size.", "LegacyInputShape"), **LEGACY_ERRORS},
+    token=True,
+)
 @require_GET
 async def input_shape(request, name):
     """The active version's input size: 404 for an unknown or ambiguous name, 403 for a

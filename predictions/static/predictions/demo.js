@@ -10,7 +10,8 @@ const CAMERA_INTERVAL_MS = 100; // at most 10 frames/s, fewer when replies lag
 // --- Connection -------------------------------------------------------------------------------
 
 const token = new URLSearchParams(location.search).get("token") ?? sessionStorage.getItem(TOKEN_KEY);
-const client = connect(location.origin, slug, { token, maxInFlight: 2 });
+// "What the model sees": each reply carries the model's input as a PNG while the box is ticked.
+const client = connect(location.origin, slug, { token, maxInFlight: 2, preview: $("preview-toggle").checked });
 
 function setStatus(state, text) {
   $("status").dataset.state = state;
@@ -110,6 +111,7 @@ function show(reply) {
       return item;
     }),
   );
+  showModelInput(reply.input_preview);
   if (reply.outputs) {
     const item = document.createElement("li");
     item.textContent = `Outputs: ${JSON.stringify(reply.outputs)}`;
@@ -123,6 +125,18 @@ function show(reply) {
   $("rtt").dataset.replies = String(Number($("rtt").dataset.replies ?? 0) + 1);
   offerFeedback(reply);
 }
+
+function showModelInput(dataUrl) {
+  const wanted = Boolean(dataUrl) && $("preview-toggle").checked;
+  if (wanted) $("model-input").src = dataUrl;
+  $("model-view").hidden = !wanted;
+}
+
+$("preview-toggle").addEventListener("change", (event) => {
+  const on = event.target.checked;
+  if (!on) showModelInput(null);
+  client.setPreview(on).catch(() => {}); // a dropped connection sends it again on reconnecting
+});
 
 // --- Feedback: "that's right" or "it's actually ...", for the image shown last ----------------
 
@@ -256,6 +270,7 @@ function clearCanvas() {
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   $("labels").replaceChildren();
+  showModelInput(null);
   hideFeedback();
 }
 ctx.lineWidth = 18;
@@ -290,5 +305,25 @@ for (const type of ["pointerup", "pointercancel"]) {
   });
 }
 $("clear").addEventListener("click", clearCanvas);
+
+// --- "Use this model": copy a snippet ----------------------------------------------------------
+
+async function copySnippet(button) {
+  const code = $(button.dataset.copy);
+  try {
+    await navigator.clipboard.writeText(code.textContent);
+    button.textContent = "Copied";
+    $("copy-status").textContent = "Copied to the clipboard.";
+  } catch {
+    // No clipboard (a page over plain HTTP, or permission refused): select it to copy by hand.
+    getSelection().selectAllChildren(code);
+    button.textContent = "Selected";
+    $("copy-status").textContent = "Selected: press Ctrl+C (⌘C) to copy.";
+  }
+  setTimeout(() => (button.textContent = "Copy"), 2000);
+}
+for (const button of document.querySelectorAll("button[data-copy]")) {
+  button.addEventListener("click", () => copySnippet(button));
+}
 
 selectMode(demo.dataset.mode);

@@ -10,6 +10,8 @@
 // ModelServerError whose `code` is the server's error code, or "disconnected" / "closed".
 // feedback(reply.id, "3") tells the server what an image sent on this connection really shows
 // (it keeps the latest ones): it resolves with `{type: "feedback_saved", id, example}`.
+// With `{preview: true}` (or after setPreview(true)) every prediction also carries
+// `input_preview`, a PNG data URL of what the model sees (its input, scaled back to pixels).
 // At most `maxInFlight` frames wait for replies; further predict() calls queue here, in order.
 // A dropped connection is reopened with exponential backoff; a refused one (unknown project,
 // wrong token) is not. Events: "state", "ready", "model_changed", "error".
@@ -43,10 +45,11 @@ export function connect(server, slug, options = {}) {
 }
 
 export class ModelServerClient extends EventTarget {
-  constructor(url, { token = null, maxInFlight = 2, reconnect = true, minDelayMs = 500, maxDelayMs = 15000 } = {}) {
+  constructor(url, { token = null, maxInFlight = 2, reconnect = true, minDelayMs = 500, maxDelayMs = 15000, preview = false } = {}) {
     super();
     this.url = url;
     this.token = token;
+    this.preview = Boolean(preview); // sent as an options message after each `ready`
     this.maxInFlight = maxInFlight;
     this.reconnect = reconnect;
     this.minDelayMs = minDelayMs;
@@ -129,6 +132,36 @@ export class ModelServerClient extends EventTarget {
     });
   }
 
+  /**
+   * Turn the input preview on or off for frames sent from now on: their predictions carry
+   * (or stop carrying) `input_preview`. Kept across reconnects. Resolves with the server's
+   * `{type: "options", preview}` reply; while not connected, at once (the setting goes with
+   * the next `ready`).
+   */
+  setPreview(on) {
+    const preview = Boolean(on);
+    this.preview = preview;
+    if (this.state === "closed") {
+      return Promise.reject(new ModelServerError("closed", "The connection is closed."));
+    }
+    if (!this._isReady()) return Promise.resolve({ type: "options", preview });
+    return new Promise((resolve, reject) => {
+      const payload = Promise.resolve(JSON.stringify({ type: "options", preview }));
+      this._queued.push({ payload, resolve, reject });
+      this._pump();
+    });
+  }
+
+  /** Send the options now, ahead of any queued frame (a new connection starts without preview). */
+  _sendOptions() {
+    const fail = (error) => {
+      // A dropped connection sends them again on its next `ready`.
+      if (error.code !== "disconnected") this._emit("error", { code: error.code, message: `Options refused: ${error.message}` });
+    };
+    this._inFlight.push({ resolve: () => {}, reject: fail, sentAt: performance.now() });
+    this._socket.send(JSON.stringify({ type: "options", preview: this.preview }));
+  }
+
   async _pump() {
     if (this._pumping) return;
     this._pumping = true;
@@ -169,12 +202,13 @@ export class ModelServerClient extends EventTarget {
       this.project = message.project;
       this.model = message.model;
       this._setState("open");
+      if (this.preview) this._sendOptions();
       this._emit("ready", { project: message.project, model: message.model });
       this._pump();
     } else if (message.type === "model_changed") {
       this.model = message.model;
       this._emit("model_changed", { model: message.model });
-    } else if (["prediction", "feedback_saved", "error"].includes(message.type)) {
+    } else if (["prediction", "feedback_saved", "options", "error"].includes(message.type)) {
       const job = this._inFlight.shift();
       if (!job) return;
       const roundTripMs = performance.now() - job.sentAt;
