@@ -196,6 +196,9 @@ class ModelVersion(models.Model):
     # feedback: how it and the version then in service do on the same stored examples.
     feedback_score = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it last went into service."
+    )
 
     class Meta:
         ordering = ["project", "-number"]

@@ -149,7 +149,7 @@ class ProjectCard:
     version: int | None  # the number of the version in service; None: no model yet
     resize: str = ""
     labels: tuple[str, ...] = ()
-    updated_at: datetime | None = None  # when the version in service was registered
+    updated_at: datetime | None = None  # when the version in service went into service
 
     LABELS_SHOWN = 5
 
@@ -183,6 +183,7 @@ def project_gallery() -> list[ProjectCard]:
             "active_version__resize",
             "active_version__labels",
             "active_version__created_at",
+            "active_version__activated_at",
         )
     )
     cards = []
@@ -196,7 +197,8 @@ def project_gallery() -> list[ProjectCard]:
                 version=version.number if version else None,
                 resize=version.resize if version else "",
                 labels=tuple(version.labels) if version else (),
-                updated_at=version.created_at if version else None,
+                # Versions activated before activated_at existed: their registration.
+                updated_at=(version.activated_at or version.created_at) if version else None,
             )
         )
     return cards

@@ -127,3 +127,23 @@ def test_a_model_without_labels_prints_its_outputs(client):
     shown = demo_snippets(client.get("/projects/embed/", HTTP_HOST=HOST).content.decode())
     assert 'print(prediction["outputs"])' in shown["python"]
     assert "console.log(reply.outputs)" in shown["javascript"]
+
+
+def test_a_card_dates_the_version_in_service_from_its_activation(client):
+    """A version registered long ago and put back in service (a rollback) is dated today."""
+    from datetime import UTC, datetime
+
+    from django.utils import timezone
+
+    from predictions import services
+
+    made = project("colors", labels=["red", "green", "blue"], versions=2)
+    first = made.versions.get(number=1)
+    ModelVersion.objects.filter(pk=first.pk).update(created_at=datetime(2020, 3, 1, tzinfo=UTC))
+    first.refresh_from_db()
+
+    services.version_activate(version=first)
+
+    card = cards(client.get("/").content.decode())["colors"]
+    assert "v1 · 3 labels" in card
+    assert f"updated {timezone.now():%-d %b %Y}" in card and "2020" not in card

@@ -12,6 +12,7 @@ from typing import BinaryIO
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.utils import timezone
 
 from ..checking import sniff_format, vet_model_file
 from ..formats import ModelFormat
@@ -165,6 +166,8 @@ def version_activate(*, version: ModelVersion, actor=None) -> bool:
         )
     project = version.project
     with transaction.atomic():
+        version.activated_at = timezone.now()
+        ModelVersion.objects.filter(pk=version.pk).update(activated_at=version.activated_at)
         project.active_version = version
         project.activate_when_ready = None
         fields = ["active_version", "activate_when_ready", "updated_at"]
