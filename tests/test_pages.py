@@ -147,3 +147,10 @@ def test_a_card_dates_the_version_in_service_from_its_activation(client):
     card = cards(client.get("/").content.decode())["colors"]
     assert "v1 · 3 labels" in card
     assert f"updated {timezone.now():%-d %b %Y}" in card and "2020" not in card
+
+
+def test_every_page_links_to_the_api_docs(client):
+    project("colors", labels=["red", "green", "blue"])
+    for url in ("/", "/projects/colors/", "/api/docs"):
+        page = client.get(url).content.decode()
+        assert re.search(r'<header>.*<a href="/api/docs">API docs</a>.*</header>', page), url
