@@ -492,3 +492,50 @@ def test_swagger_ui_renders_offline(live):
     assert "/api/projects/{slug}/predict" in paths and "/models/{name}/input_shape" in paths
     assert len(paths) == 9
     assert offsite == [] and page_errors == []
+
+
+def test_the_websocket_speaks_its_asyncapi_messages(live):
+    """Each message a client sends fits its schema in the AsyncAPI document, and each reply
+    of the live server fits the schema of the message it is; an options message off the
+    schema is refused by the server too."""
+    from websockets.sync.client import connect
+
+    document = send(live.request("get", "/api/asyncapi.json")).json()
+    messages = document["channels"]["project"]["messages"]
+    components = document["components"]["messages"]
+
+    def fits(payload, name):
+        _validate(payload, components[messages[name]["$ref"].rsplit("/", 1)[-1]]["payload"])
+
+    host = live.url.removeprefix("http://")
+    with connect(f"ws://{host}/ws/projects/colors/", open_timeout=10) as socket:
+
+        def exchange(message: dict, name: str, reply_name: str) -> dict:
+            fits(message, name)
+            socket.send(json.dumps(message))
+            reply = json.loads(socket.recv(timeout=10))
+            fits(reply, reply_name)
+            return reply
+
+        fits(json.loads(socket.recv(timeout=10)), "ready")
+        exchange({"type": "options", "preview": True}, "options", "optionsSet")
+        socket.send(PNG)
+        fits(PNG, "binaryImage")
+        first = json.loads(socket.recv(timeout=10))
+        fits(first, "prediction")
+        assert first["input_preview"].startswith("data:image/png;base64,")
+        reply = exchange({"id": "a", "image": PNG_URL}, "textFrame", "prediction")
+        assert reply["labels"][0]["label"] == "red"
+        saved = exchange(
+            {"type": "feedback", "id": "a", "label": "red"}, "feedback", "feedbackSaved"
+        )
+        assert len(saved["example"]) == 64
+        exchange({"id": "b", "pixels": [[[0.1]]]}, "textFrame", "error")
+
+        off_schema = {"type": "options", "colour": "blue"}
+        with pytest.raises(jsonschema.ValidationError):
+            fits(off_schema, "options")
+        socket.send(json.dumps(off_schema))
+        refused = json.loads(socket.recv(timeout=10))
+        fits(refused, "error")
+        assert refused["code"] == errors.BAD_REQUEST

@@ -327,12 +327,13 @@ SCHEMAS: dict[str, dict] = {
     "Options": {
         "type": "object",
         "description": "Options for the connection's later frames (a field left out keeps its "
-        "value).",
+        "value; another field is `bad_request`).",
         "required": ["type"],
         "properties": {
             "type": {"const": "options"},
             "preview": {"type": "boolean", "description": "Answer `input_preview` on each frame."},
         },
+        "additionalProperties": False,
         "examples": [{"type": "options", "preview": True}],
     },
     "OptionsSet": {
