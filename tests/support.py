@@ -250,6 +250,21 @@ MAKE_SECRET_PRIVATE = (
 )
 
 
+def register_colour_model(
+    env: dict, folder: Path, model: Path, *slugs: str, options: tuple[str, ...] = ()
+) -> None:
+    """For a live server's database (`env` and its `folder`, from `migrated_env`): register
+    `model` with the colour labels for each slug and activate it, as `manage.py
+    register_model` does from a shell (its check in a child process)."""
+    labels = folder / "colour-labels.txt"
+    labels.write_text("\n".join(COLOR_LABELS))
+    for slug in slugs:
+        manage(
+            "register_model", slug, "--file", str(model), "--labels-file", str(labels),
+            *options, "--activate", env=env,
+        )  # fmt: skip
+
+
 def register(project, path: Path, *, labels=COLOR_LABELS, activate=True, is_public=True, **options):
     """Register a model file for a project (a Project, or a slug created on first use), checked
     at once in a child process as `register_model` does without --no-wait."""

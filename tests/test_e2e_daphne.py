@@ -62,8 +62,6 @@ def live(tmp_path_factory, s3_server, trained):
     """daphne with production settings, PostgreSQL/Redis when configured, models in S3."""
     folder = tmp_path_factory.mktemp("e2e")
     bucket = s3_server.create_bucket()
-    labels = folder / "labels.txt"
-    labels.write_text("\n".join(COLOR_LABELS))
     with support.migrated_env(
         folder,
         s3=bucket,
@@ -72,11 +70,7 @@ def live(tmp_path_factory, s3_server, trained):
         MAX_PENDING_FRAMES=4,
         METRICS_TOKEN=METRICS_TOKEN,
     ) as env:
-        for slug in ("colors", "secret", "swap"):
-            support.manage(
-                "register_model", slug, "--file", str(trained.colors),
-                "--labels-file", str(labels), "--activate", env=env,
-            )  # fmt: skip
+        support.register_colour_model(env, folder, trained.colors, "colors", "secret", "swap")
         script = (
             "from predictions.models import Project;"
             "Project.objects.create(slug='empty', name='Empty');"

@@ -346,13 +346,8 @@ def test_admin_downloads_a_project_as_the_export_layout_in_a_zip(admin_client, c
 def live(tmp_path_factory, s3_server, trained):
     folder = tmp_path_factory.mktemp("feedback-e2e")
     bucket = s3_server.create_bucket()
-    labels = folder / "labels.txt"
-    labels.write_text("\n".join(COLOR_LABELS))
     with support.migrated_env(folder, s3=bucket, production=True, FEEDBACK_PER_MINUTE=100) as env:
-        support.manage(
-            "register_model", "colors", "--file", str(trained.colors),
-            "--labels-file", str(labels), "--activate", env=env,
-        )  # fmt: skip
+        support.register_colour_model(env, folder, trained.colors, "colors")
         server = support.DaphneServer(env, folder / "daphne.log")
         with support.running(server):
             yield server, bucket, env

@@ -27,7 +27,7 @@ from predictions import consumers, selectors, serving
 from predictions.inference.cache import ModelCache
 from predictions.inference.frames import Frame
 from tests import support
-from tests.support import COLOR_LABELS, encode, solid_image
+from tests.support import encode, solid_image
 
 TIMEOUT = 60
 MAX_CONNECTIONS = 5
@@ -46,8 +46,6 @@ def slow_png() -> bytes:
 def live(tmp_path_factory, trained):
     """daphne with small limits: 5 sockets, one pool thread with room for 2 frames."""
     folder = tmp_path_factory.mktemp("limits")
-    labels = folder / "labels.txt"
-    labels.write_text("\n".join(COLOR_LABELS))
     with support.migrated_env(
         folder,
         MAX_CONNECTIONS=MAX_CONNECTIONS,
@@ -56,10 +54,7 @@ def live(tmp_path_factory, trained):
         MAX_PENDING_FRAMES=8,
         MAX_FRAMES_PER_SECOND=0,
     ) as env:
-        support.manage(
-            "register_model", "colors", "--file", str(trained.colors),
-            "--labels-file", str(labels), "--activate", env=env,
-        )  # fmt: skip
+        support.register_colour_model(env, folder, trained.colors, "colors")
         private = (
             "from predictions.models import Project; Project.objects.create(slug='secret', "
             f"name='Secret', is_public=False, token_hash='{support.SECRET_TOKEN_HASH}')"

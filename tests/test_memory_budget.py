@@ -189,14 +189,11 @@ def server(tmp_path_factory, trained):
     """daphne (production settings, default limits and budget) serving the colours model twice:
     `photos` stretched, `drawings` fitted to their ink (the path that keeps the most pixels)."""
     folder = tmp_path_factory.mktemp("memory")
-    labels = folder / "labels.txt"
-    labels.write_text("\n".join(COLOR_LABELS))
     with support.migrated_env(folder, production=True) as env:
-        for slug, options in (("photos", ()), ("drawings", ("--resize", "fit_ink"))):
-            support.manage(
-                "register_model", slug, "--file", str(trained.tflite), "--labels-file",
-                str(labels), *options, "--activate", env=env,
-            )  # fmt: skip
+        support.register_colour_model(env, folder, trained.tflite, "photos")
+        support.register_colour_model(
+            env, folder, trained.tflite, "drawings", options=("--resize", "fit_ink")
+        )
         server = support.DaphneServer(env, folder / "daphne.log")
         with support.running(server):
             yield server

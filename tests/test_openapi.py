@@ -231,8 +231,6 @@ def live(tmp_path_factory, trained):
     """daphne with production settings and a metrics token: `colors` (public), `secret`
     (private) and `empty` (public, no version), the fast LiteRT colours model on both."""
     folder = tmp_path_factory.mktemp("openapi")
-    labels = folder / "labels.txt"
-    labels.write_text("\n".join(COLOR_LABELS))
     with support.migrated_env(
         folder,
         production=True,
@@ -240,11 +238,7 @@ def live(tmp_path_factory, trained):
         MAX_IMAGE_BYTES=MAX_IMAGE_BYTES,
         FEEDBACK_PER_MINUTE=FEEDBACK_PER_MINUTE,
     ) as env:
-        for slug in ("colors", "secret"):
-            support.manage(
-                "register_model", slug, "--file", str(trained.tflite),
-                "--labels-file", str(labels), "--activate", env=env,
-            )  # fmt: skip
+        support.register_colour_model(env, folder, trained.tflite, "colors", "secret")
         script = (
             "from predictions.models import Project;"
             "Project.objects.create(slug='empty', name='Empty');"

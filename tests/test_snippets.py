@@ -14,7 +14,7 @@ import pytest
 
 from predictions.snippets import PHOTO_PLACEHOLDER, TOKEN_PLACEHOLDER
 from tests import support
-from tests.support import COLOR_LABELS, encode, solid_image
+from tests.support import encode, solid_image
 
 TIMEOUT = 30
 # Each project is sent a colour of its own, so the right answer cannot be a leftover.
@@ -26,14 +26,8 @@ def server(tmp_path_factory, trained):
     """daphne (production settings) serving the colours model (LiteRT, quick to check) for
     `colors` (public) and `secret` (private, with support.SECRET_TOKEN)."""
     folder = tmp_path_factory.mktemp("snippets")
-    labels = folder / "labels.txt"
-    labels.write_text("\n".join(COLOR_LABELS))
     with support.migrated_env(folder, production=True) as env:
-        for slug in COLOUR_OF:
-            support.manage(
-                "register_model", slug, "--file", str(trained.tflite),
-                "--labels-file", str(labels), "--activate", env=env,
-            )  # fmt: skip
+        support.register_colour_model(env, folder, trained.tflite, *COLOUR_OF)
         support.manage("shell", "-c", support.MAKE_SECRET_PRIVATE, env=env)
         server = support.DaphneServer(env, folder / "daphne.log")
         with support.running(server):

@@ -222,15 +222,10 @@ def served(tmp_path_factory, trained):
     """daphne in production settings serving the LiteRT colours model, flushing its usage every
     half second, after FRAMES frames and BAD_IMAGES undecodable ones over HTTP."""
     folder = tmp_path_factory.mktemp("usage-charts")
-    labels = folder / "labels.txt"
-    labels.write_text("\n".join(COLOR_LABELS))
     with support.migrated_env(
         folder, production=True, admin=ADMIN, USAGE_FLUSH_SECONDS="0.5"
     ) as env:
-        support.manage(
-            "register_model", "colors", "--file", str(trained.tflite),
-            "--labels-file", str(labels), "--activate", env=env,
-        )  # fmt: skip
+        support.register_colour_model(env, folder, trained.tflite, "colors")
         server = support.DaphneServer(env, folder / "daphne.log")
         with support.running(server):
             for i in range(FRAMES):
