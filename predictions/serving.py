@@ -167,10 +167,11 @@ def answer_binary(
 ) -> Coroutine[None, None, dict]:
     """Queue a binary WebSocket frame (one encoded image); see `answer`."""
     return answer(
-        lambda: Frame(id=frame_id, image=data, preview=preview),
+        lambda: Frame(id=frame_id, image=data),
         frame_id=frame_id,
         project=project,
         received=received,
+        preview=preview,
         transport="websocket",
     )
 
